@@ -1,0 +1,171 @@
+"""The Python API: everything the CLI and the server do is one call here.
+
+from seqsmith import api
+config = api.load_config("configs/multi30k_en_de.yaml", ["train.max_minutes=30"])
+api.prepare(config); api.train(config)
+api.load("runs/multi30k_en_de/model").generate(["A man rides a bike."], beam=5)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from seqsmith.config import Config, load_config
+from seqsmith.data.prepare import PrepareReport
+from seqsmith.data.prepare import prepare as prepare_data
+from seqsmith.errors import SeqsmithError
+from seqsmith.evaluation.metrics import (
+    corpus_scores,
+    evaluate_files,
+    format_markdown,
+    sentence_scores,
+    write_outputs,
+)
+from seqsmith.evaluation.report import write_report
+from seqsmith.fileio import atomic_write_text
+from seqsmith.generation.generator import Generator
+from seqsmith.models.model_dir import WEIGHTS, load_model_dir, save_weights
+from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
+from seqsmith.training.trainer import Trainer, TrainResult
+
+__all__ = [
+    "Generator",
+    "average",
+    "evaluate_files",
+    "evaluate_model",
+    "format_markdown",
+    "load",
+    "load_config",
+    "prepare",
+    "report",
+    "run",
+    "train",
+    "write_outputs",
+]
+
+
+def prepare(config: Config, show_progress: bool = True) -> PrepareReport:
+    return prepare_data(config, progress=show_progress)
+
+
+def train(config: Config, show_progress: bool = True) -> TrainResult:
+    """Train (preparing the data first if that has not been done); resumes from the last checkpoint."""
+    if not (Path(config.data.output_dir) / "report.json").is_file():
+        prepare(config, show_progress)
+    return Trainer(config, show_progress).train()
+
+
+def load(model_dir: str | Path, **options: Any) -> Generator:
+    return Generator.from_pretrained(model_dir, **options)
+
+
+def _evaluate_settings(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["evaluate"]
+
+
+def _split_rows(generator: Generator, split: str) -> list[dict[str, Any]]:
+    path = Path(generator.data_config.output_dir) / f"{split}.jsonl"
+    if not path.is_file():
+        raise SeqsmithError(
+            f"no prepared {split} set at {path}: set data.{split} in the config and run seqsmith prepare"
+        )
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    split: str | None = None,
+    metrics: list[str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Decode a prepared split, score it, and write the outputs to ``<model_dir>/eval/<split>``."""
+    generator = load(model_dir, **options)
+    settings = _evaluate_settings(Path(model_dir))
+    split = split or settings["split"]
+    rows = _split_rows(generator, split)
+    hypotheses = generator.generate([row["source"] for row in rows])
+    width = max(len(row["references"]) for row in rows)
+    references = [
+        [row["references"][min(k, len(row["references"]) - 1)] for row in rows] for k in range(width)
+    ]
+    names = metrics or settings["metrics"]
+    scores = corpus_scores(hypotheses, references, names, settings["bleu_tokenize"], settings["lowercase"])
+    exact = sum(h in row["references"] for h, row in zip(hypotheses, rows)) / len(rows)
+    scores["exact_match"] = {"score": 100 * exact, "signature": "percent of outputs equal to a reference"}
+    sentence_metrics = [m for m in ("bleu", "chrf", "rouge1", "rouge2", "rougeL") if m in names] or ["bleu"]
+    per_sentence = sentence_scores(
+        hypotheses, references, sentence_metrics, settings["bleu_tokenize"], settings["lowercase"]
+    )
+    out_dir = Path(model_dir) / "eval" / split
+    write_outputs(scores, per_sentence, out_dir)
+    atomic_write_text(out_dir / "hypotheses.txt", "".join(h + "\n" for h in hypotheses))
+    return scores
+
+
+def average(model_dir: str | Path, checkpoints: list[Path] | None = None, out: Path | None = None) -> Path:
+    """Average the kept best checkpoints (or the given weight files) into one weights file."""
+    model_dir = Path(model_dir)
+    paths = checkpoints or [p / WEIGHTS for p in CheckpointDir(model_dir, 0, True).best()]
+    loaded = load_model_dir(model_dir)
+    loaded.model.load_state_dict(average_checkpoints(paths), strict=False)
+    target = out or model_dir / "model.averaged.safetensors"
+    save_weights(loaded.model, target)
+    return target
+
+
+def report(model_dir: str | Path, examples: int | None = None) -> Path:
+    """One HTML page: config, curves, scores and example outputs with attention pictures."""
+    model_dir = Path(model_dir)
+    generator = load(model_dir, method="greedy")
+    settings = _evaluate_settings(model_dir)
+    split = settings["split"]
+    scores_path = model_dir / "eval" / split / "scores.json"
+    scores = json.loads(scores_path.read_text(encoding="utf-8")) if scores_path.is_file() else None
+    try:
+        rows = _split_rows(generator, split)[: examples if examples is not None else settings["examples"]]
+    except SeqsmithError:
+        rows = []
+    generator.model.need_attention = True  # type: ignore[assignment]
+    outputs = generator.generate_full([row["source"] for row in rows]) if rows else []
+    shown = []
+    for row, nbest in zip(rows, outputs):
+        best = nbest[0]
+        shown.append(
+            {
+                "source": row["source"],
+                "reference": row["references"][0],
+                "hypothesis": best.text,
+                "attention": best.attention,
+                "source_tokens": [*generator.tokenizers.source.pieces(row["source"]), "</s>"],
+                "target_tokens": [*(generator.tokenizers.target.decode([t]) for t in best.tokens), "</s>"],
+            }
+        )
+    return write_report(model_dir, scores, shown)
+
+
+def run(config: Config, show_progress: bool = True) -> dict[str, Any]:
+    """prepare, train, generate and evaluate in one call; returns the test scores."""
+    train(config, show_progress)
+    return evaluate_model(config.train.model_dir)
+
+
+def demo(
+    workdir: str | Path = "runs/demo", minutes: float = 3.0, show_progress: bool = True
+) -> dict[str, Any]:
+    """Train the built-in date-normalisation demo and score it; returns scores and sample outputs."""
+    from seqsmith.demo import demo_config
+
+    config = demo_config(Path(workdir), minutes)
+    result = train(config, show_progress)
+    scores = evaluate_model(config.train.model_dir)
+    generator = load(config.train.model_dir)
+    samples = ["March 5, 2021", "the 1st of july '99", "FRI 13 OCT 2006", "2049/12/31"]
+    return {
+        "model_dir": str(result.model_dir),
+        "minutes": result.minutes,
+        "steps": result.steps,
+        "scores": {name: entry["score"] for name, entry in scores.items()},
+        "samples": dict(zip(samples, generator.generate(samples))),
+    }

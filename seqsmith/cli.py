@@ -1,0 +1,161 @@
+"""`seqsmith <verb>`: a thin face over seqsmith.api; argument parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from seqsmith import api
+from seqsmith.config import parse_override
+from seqsmith.errors import SeqsmithError
+
+
+def _options(items: Sequence[str]) -> dict[str, Any]:
+    """Generation options as key=value (``beam=5 top_p=0.9``), or generate.key=value as in configs."""
+    options = {}
+    for item in items:
+        path, value = parse_override(item)
+        options[path[-1]] = value
+    return options
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _read_inputs(source: str | None) -> Iterable[str]:
+    if source and source != "-":
+        path = Path(source)
+        if not path.is_file():
+            raise SeqsmithError(f"input file {path} not found")
+        return path.read_text(encoding="utf-8").splitlines()
+    return sys.stdin.read().splitlines()
+
+
+def _interactive(generator: api.Generator, options: dict[str, Any]) -> None:
+    print("seqsmith: type a sentence and press Enter (Ctrl-D to quit)", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            return
+        if line.strip():
+            print(generator.generate([line], **options)[0])
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    options = _options(args.options)
+    generator = api.load(args.model_dir)
+    if args.input is None and sys.stdin.isatty():
+        _interactive(generator, options)
+        return
+    texts = list(_read_inputs(args.input))
+    results = generator.generate_full(texts, **options)
+    out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for nbest in results:
+            if args.jsonl:
+                rows = [
+                    {"text": o.text, "score": o.score, "token_log_probs": o.token_log_probs} for o in nbest
+                ]
+                if args.attention:
+                    for row, output in zip(rows, nbest):
+                        row["attention"] = output.attention
+                out.write(json.dumps(rows if len(rows) > 1 else rows[0], ensure_ascii=False) + "\n")
+            else:
+                out.write("".join(o.text + "\n" for o in nbest))
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    metrics = args.metrics.split(",") if args.metrics else None
+    if args.model_dir:
+        _print_json(api.evaluate_model(args.model_dir, args.split, metrics))
+        return
+    if not args.hyp or not args.ref:
+        raise SeqsmithError("give a MODEL_DIR, or --hyp FILE and at least one --ref FILE")
+    scores = api.evaluate_files(
+        Path(args.hyp), [Path(r) for r in args.ref], metrics or ["bleu", "chrf"], args.tokenize
+    )
+    if args.out:
+        api.write_outputs(scores, None, Path(args.out))
+    print(api.format_markdown(scores))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqsmith", description="Sequence-to-sequence text generation.")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    demo = verbs.add_parser("demo", help="train the built-in date-normalisation demo and show outputs")
+    demo.add_argument("--workdir", default="runs/demo")
+    demo.add_argument("--minutes", type=float, default=3.0)
+    demo.set_defaults(func=lambda a: _print_json(api.demo(a.workdir, a.minutes)))
+
+    for verb, help_text, func in [
+        ("prepare", "tokenize and binarize the corpus", lambda c: _print_json(asdict(api.prepare(c)))),
+        ("train", "train (resumes from the last checkpoint)", lambda c: _print_json(asdict(api.train(c)))),
+        ("run", "prepare, train, generate and evaluate", lambda c: _print_json(api.run(c))),
+    ]:
+        sub = verbs.add_parser(verb, help=help_text)
+        sub.add_argument("config", help="YAML config file")
+        sub.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.heads=8")
+        sub.set_defaults(func=lambda a, f=func: f(api.load_config(a.config, a.overrides)))
+
+    generate = verbs.add_parser("generate", help="generate outputs for inputs from a file or stdin")
+    generate.add_argument("model_dir")
+    generate.add_argument(
+        "options", nargs="*", help="generation options, e.g. beam_size=5 method=sample top_p=0.9"
+    )
+    generate.add_argument("--input", "-i", help="input file, one source a line (default: stdin)")
+    generate.add_argument("--output", "-o", help="output file (default: stdout)")
+    generate.add_argument("--jsonl", action="store_true", help="JSON lines with scores and token log-probs")
+    generate.add_argument("--attention", action="store_true", help="with --jsonl: add attention weights")
+    generate.set_defaults(func=cmd_generate)
+
+    evaluate = verbs.add_parser("evaluate", help="score hypotheses against references, or a model on a split")
+    evaluate.add_argument("model_dir", nargs="?")
+    evaluate.add_argument("--split", choices=["dev", "test"])
+    evaluate.add_argument("--hyp")
+    evaluate.add_argument("--ref", action="append")
+    evaluate.add_argument(
+        "--metrics", help="comma-separated: bleu,chrf,ter,rouge,distinct,self_bleu,bleu1,bleu2"
+    )
+    evaluate.add_argument("--tokenize", default="13a", help="sacrebleu tokenizer: 13a, intl, zh, char, none")
+    evaluate.add_argument("--out", help="directory for scores.json and scores.md")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    average = verbs.add_parser("average", help="average the best checkpoints (or given weight files)")
+    average.add_argument("model_dir")
+    average.add_argument("--checkpoints", nargs="*", type=Path)
+    average.add_argument("--out", type=Path)
+    average.set_defaults(func=lambda a: print(api.average(a.model_dir, a.checkpoints, a.out)))
+
+    report = verbs.add_parser("report", help="write an HTML report of a model directory")
+    report.add_argument("model_dir")
+    report.add_argument("--examples", type=int)
+    report.set_defaults(func=lambda a: print(api.report(a.model_dir, a.examples)))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SeqsmithError as error:
+        print(f"seqsmith: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqsmith: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Typed configuration: one YAML file with sections data, model, train and generate.
+
+Every section is a strict pydantic model, so an unknown key, a wrong type or an impossible value is
+reported with the key, the value and the file. Dotted command-line overrides (``train.lr=3e-4``) are
+applied to the raw YAML before validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from seqsmith.errors import SeqsmithError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TokenizerConfig(Section):
+    kind: Literal["sentencepiece", "char", "word"] = "sentencepiece"
+    model_type: Literal["bpe", "unigram"] = "bpe"  # SentencePiece only
+    vocab_size: int = Field(8000, ge=16)  # SentencePiece size; for char/word: an upper bound
+    joint: bool = True  # one vocabulary for source and target (required by model.share_embeddings)
+    min_freq: int = Field(1, ge=1)  # char/word: rarer symbols become <unk>
+    lowercase: bool = False
+    character_coverage: float = Field(1.0, gt=0.0, le=1.0)  # SentencePiece; use 0.9995 for CJK-heavy data
+    sample_lines: int = Field(2_000_000, ge=1000)  # SentencePiece trains on at most this many lines per side
+
+
+class DataConfig(Section):
+    format: Literal["parallel", "tsv", "jsonl", "dialogue"] = "parallel"
+    # parallel: prefixes, read as <prefix>.<source_suffix> and <prefix>.<target_suffix>;
+    # tsv/jsonl/dialogue: file paths. Relative paths are resolved from the working directory.
+    train: str
+    dev: str | None = None
+    test: str | None = None
+    source_suffix: str = "src"
+    target_suffix: str = "tgt"
+    source_column: int = Field(0, ge=0)  # tsv
+    target_column: int = Field(1, ge=0)  # tsv
+    source_field: str = "source"  # jsonl
+    target_field: str = "target"  # jsonl
+    reference_fields: list[
+        str
+    ] = []  # jsonl test/dev: several references, e.g. [summary1, summary2, summary3]
+    history: int = Field(3, ge=1)  # dialogue: previous turns kept as context
+    turn_separator: str = " <sep> "  # dialogue: joins context turns (add it to the tokenizer as a symbol)
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    max_source_length: int = Field(256, ge=1)  # in tokens, before BOS/EOS
+    max_target_length: int = Field(256, ge=1)
+    overlong: Literal["filter", "truncate"] = "filter"  # what to do with training pairs past the limits
+    truncate_source_from: Literal["right", "left"] = "right"  # left keeps the latest dialogue turns
+    empty_lines: Literal["skip", "error"] = "skip"
+    max_train_examples: int | None = Field(None, ge=1)  # use only the first N training pairs
+    output_dir: str = "runs/data"  # where `seqsmith prepare` writes tokenizer and binarized splits
+
+
+class TransformerConfig(Section):
+    arch: Literal["transformer"] = "transformer"
+    d_model: int = Field(256, ge=8)
+    heads: int = Field(4, ge=1)
+    ffn_dim: int = Field(1024, ge=8)
+    encoder_layers: int = Field(3, ge=1)
+    decoder_layers: int = Field(3, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    max_positions: int = Field(1024, ge=16)
+    norm: Literal["pre", "post"] = "pre"
+    share_embeddings: bool = True  # source and target embeddings shared (needs a joint vocabulary)
+    tie_output: bool = True  # decoder input embedding reused as the output projection
+    activation: Literal["relu", "gelu"] = "relu"
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"heads={self.heads} must divide d_model={self.d_model}")
+        return self
+
+
+class RNNConfig(Section):
+    arch: Literal["rnn"] = "rnn"
+    cell: Literal["gru", "lstm"] = "gru"
+    embed_dim: int = Field(256, ge=8)
+    hidden_dim: int = Field(512, ge=8)
+    encoder_layers: int = Field(1, ge=1)
+    decoder_layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    attention: Literal["bahdanau", "luong_dot", "luong_general"] = "bahdanau"
+    input_feeding: bool = True
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    share_embeddings: bool = False
+    tie_output: bool = False
+    pointer_generator: bool = False  # copy from the source (See et al., 2017)
+    coverage: bool = False  # coverage vector and loss; needs pointer_generator or attention
+    coverage_loss_weight: float = Field(1.0, ge=0.0)
+
+
+ModelConfig = Annotated[TransformerConfig | RNNConfig, Field(discriminator="arch")]
+
+
+class TrainConfig(Section):
+    model_dir: str = "runs/model"
+    seed: int = 1
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    lr: float = Field(5e-4, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd and rmsprop
+    weight_decay: float = Field(0.0, ge=0.0)  # decoupled for adamw, L2 in the gradient otherwise
+    l1: float = Field(0.0, ge=0.0)  # L1 penalty added to the loss
+    l2: float = Field(0.0, ge=0.0)  # explicit L2 penalty added to the loss
+    schedule: Literal["constant", "noam", "inverse_sqrt", "cosine", "plateau"] = "inverse_sqrt"
+    warmup_steps: int = Field(4000, ge=0)
+    min_lr: float = Field(1e-6, ge=0.0)
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    plateau_patience: int = Field(2, ge=0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    clip_grad_norm: float | None = Field(1.0, gt=0.0)
+    batch_tokens: int = Field(4096, ge=16)  # target tokens per batch (with padding)
+    accumulate: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(10, ge=1)  # budgets combine: training stops at the first one reached
+    max_minutes: float | None = Field(None, gt=0.0)
+    validate_every: int = Field(1000, ge=1)
+    validation_bleu: bool = True
+    early_stopping_metric: Literal["bleu", "loss", "ppl"] = "bleu"
+    patience: int | None = Field(None, ge=1)  # validations without improvement before stopping
+    keep_best: int = Field(1, ge=0)
+    checkpoint_every: int = Field(1000, ge=1)
+    log_every: int = Field(100, ge=1)
+    bf16: bool = False
+    threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> TrainConfig:
+        if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
+            raise ValueError("set at least one of max_steps, max_epochs, max_minutes")
+        return self
+
+
+class GenerateConfig(Section):
+    method: Literal["greedy", "beam", "sample", "diverse_beam"] = "beam"
+    beam_size: int = Field(5, ge=1)
+    nbest: int = Field(1, ge=1)
+    length_penalty: Literal["none", "average", "gnmt"] = "gnmt"
+    alpha: float = Field(0.6, ge=0.0)  # GNMT length penalty exponent
+    coverage_penalty: float = Field(0.0, ge=0.0)  # GNMT beta
+    no_repeat_ngram: int = Field(0, ge=0)
+    min_length: int = Field(0, ge=0)
+    max_length_a: float = Field(1.2, ge=0.0)  # max length = a * source length + b
+    max_length_b: int = Field(10, ge=1)
+    fixed_length: bool = False  # output exactly as many tokens as the source (couplets)
+    temperature: float = Field(1.0, gt=0.0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    groups: int = Field(1, ge=1)  # diverse beam search
+    diversity: float = Field(0.5, ge=0.0)
+    seed: int | None = None
+    batch_tokens: int = Field(8000, ge=16)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerateConfig:
+        if self.nbest > self.beam_size:
+            raise ValueError(f"nbest={self.nbest} cannot exceed beam_size={self.beam_size}")
+        if self.method == "diverse_beam" and self.beam_size % self.groups:
+            raise ValueError(f"groups={self.groups} must divide beam_size={self.beam_size}")
+        return self
+
+
+class EvaluateConfig(Section):
+    split: Literal["dev", "test"] = "test"
+    metrics: list[str] = ["bleu", "chrf"]  # bleu chrf ter rouge distinct self_bleu bleu1 bleu2
+    bleu_tokenize: str = "13a"  # sacrebleu tokenizer: 13a, intl, zh (Chinese), char, none
+    lowercase: bool = False
+    examples: int = Field(8, ge=0)  # example outputs (with attention pictures) in the HTML report
+
+
+class Config(Section):
+    data: DataConfig
+    model: ModelConfig = TransformerConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_arch(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "arch" not in raw["model"]:
+            raw = {**raw, "model": {"arch": "transformer", **raw["model"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> Config:
+        if self.model.share_embeddings and not self.data.tokenizer.joint:
+            raise ValueError("model.share_embeddings needs data.tokenizer.joint: true")
+        return self
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=3e-4`` -> (["train", "lr"], 0.0003); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SeqsmithError(f"override {text!r} must look like section.key=value, e.g. train.lr=3e-4")
+    return key.split("."), yaml.safe_load(value) if value else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SeqsmithError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-after"))
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; check the spelling against configs/reference.yaml"
+        lines.append(f"  {key or '<top>'}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as error:
+        raise SeqsmithError(_describe(error, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise SeqsmithError(f"config file {path} not found (working directory: {Path.cwd()})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise SeqsmithError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise SeqsmithError(f"config file {path} must hold a mapping with sections data, model, train")
+    source = str(path) + (f" with overrides {' '.join(overrides)}" if overrides else "")
+    return config_from_dict(apply_overrides(raw, list(overrides or [])), source)
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8")

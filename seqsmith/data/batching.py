@@ -1,0 +1,165 @@
+"""Batches by token budget: similar lengths together (little padding), shuffled, deterministic, shardable.
+
+A sampler only sees lengths, so it works for any split; ``collate`` turns one list of indices into padded
+tensors. Lengths are as ``BinarizedSplit`` stores them: source with EOS, target without BOS/EOS (a batch
+adds one: ``tgt_in`` = BOS + target, ``tgt_out`` = target + EOS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seqsmith.data.binarize import BinarizedSplit
+from seqsmith.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seqsmith.errors import SeqsmithError
+
+
+@dataclass
+class Batch:
+    src: Tensor  # (B, S) long, PAD after the source's EOS
+    src_mask: Tensor  # (B, S) bool, True at real tokens
+    tgt_in: Tensor  # (B, T) long: BOS + target, PAD after
+    tgt_out: Tensor  # (B, T) long: target + EOS, PAD after
+    ids: Tensor  # (B,) example indices in the split
+
+    @property
+    def num_target_tokens(self) -> int:
+        return int((self.tgt_out != PAD_ID).sum())
+
+    def __len__(self) -> int:
+        return int(self.ids.numel())
+
+    def to(self, device: torch.device | str) -> Batch:
+        non_blocking = torch.device(device).type == "cuda"
+        return Batch(*(tensor.to(device, non_blocking=non_blocking) for tensor in self._tensors()))
+
+    def pin_memory(self) -> Batch:
+        return Batch(*(tensor.pin_memory() for tensor in self._tensors()))
+
+    def _tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return self.src, self.src_mask, self.tgt_in, self.tgt_out, self.ids
+
+
+def collate(split: BinarizedSplit, indices: np.ndarray) -> Batch:
+    indices = np.asarray(indices, dtype=np.int64)
+    source_lengths = split.source_lengths[indices]
+    target_lengths = split.target_lengths[indices]
+    size = len(indices)
+    src = np.full((size, int(source_lengths.max(initial=1))), PAD_ID, dtype=np.int64)
+    target_width = int(target_lengths.max(initial=0)) + 1
+    tgt_in = np.full((size, target_width), PAD_ID, dtype=np.int64)
+    tgt_out = np.full((size, target_width), PAD_ID, dtype=np.int64)
+    tgt_in[:, 0] = BOS_ID
+    for row, (index, target_length) in enumerate(zip(indices, target_lengths, strict=True)):
+        source = split.source(int(index))
+        src[row, : len(source)] = source
+        target = split.target(int(index))
+        tgt_in[row, 1 : target_length + 1] = target
+        tgt_out[row, :target_length] = target
+        tgt_out[row, target_length] = EOS_ID
+    src_mask = np.arange(src.shape[1])[None, :] < source_lengths[:, None]
+    return Batch(
+        torch.from_numpy(src),
+        torch.from_numpy(src_mask),
+        torch.from_numpy(tgt_in),
+        torch.from_numpy(tgt_out),
+        torch.from_numpy(indices.copy()),
+    )
+
+
+class TokenBatchSampler:
+    """Length-bucketed batches whose padded size (count x longest, on each side) fits ``batch_tokens``.
+
+    Examples are sorted by (source, target) length with ties broken at random, cut greedily into batches,
+    and the batch order is shuffled; everything follows from (seed, epoch), so every rank computes the same
+    list. With ``world_size`` w the largest batches are halved until the count divides by w (no example is
+    dropped unless there are too few examples to split), and rank r takes every w-th batch from r on.
+    """
+
+    def __init__(
+        self,
+        source_lengths: np.ndarray,
+        target_lengths: np.ndarray,
+        batch_tokens: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise SeqsmithError(f"rank {rank} must lie in [0, world_size={world_size})")
+        self.source_sizes = np.asarray(source_lengths, dtype=np.int64)
+        self.target_sizes = np.asarray(target_lengths, dtype=np.int64) + 1
+        if len(self.source_sizes) != len(self.target_sizes):
+            raise SeqsmithError("source_lengths and target_lengths must have the same length")
+        longest = int(max(self.source_sizes.max(initial=0), self.target_sizes.max(initial=0)))
+        if longest > batch_tokens:
+            raise SeqsmithError(
+                f"batch_tokens={batch_tokens} is smaller than the longest example ({longest} tokens with "
+                "BOS/EOS); raise train.batch_tokens or lower data.max_source_length / max_target_length"
+            )
+        self.batch_tokens, self.shuffle, self.seed = batch_tokens, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+
+    def _order(self, rng: np.random.Generator) -> np.ndarray:
+        if not self.shuffle:
+            return np.lexsort((self.target_sizes, self.source_sizes))
+        permutation = rng.permutation(len(self.source_sizes))
+        return permutation[np.lexsort((self.target_sizes[permutation], self.source_sizes[permutation]))]
+
+    def _cut(self, order: np.ndarray) -> list[np.ndarray]:
+        starts, count, longest = [0], 0, 0
+        budget = self.batch_tokens
+        for position, (source, target) in enumerate(
+            zip(self.source_sizes[order].tolist(), self.target_sizes[order].tolist(), strict=True)
+        ):
+            size = max(source, target)
+            if (count + 1) * max(longest, size) > budget:
+                starts.append(position)
+                count, longest = 0, 0
+            count, longest = count + 1, max(longest, size)
+        starts.append(len(order))
+        return [order[a:b] for a, b in pairwise(starts) if b > a]
+
+    def _even(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        while len(batches) % self.world_size:
+            largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+            batch = batches[largest]
+            if len(batch) < 2:
+                return batches[: len(batches) - len(batches) % self.world_size]
+            half = len(batch) // 2
+            batches[largest : largest + 1] = [batch[:half], batch[half:]]
+        return batches
+
+    def all_batches(self, epoch: int) -> list[np.ndarray]:
+        """The batches of every rank together, in the epoch's order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        batches = self._even(self._cut(self._order(rng)))
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's batches (arrays of example indices) for ``epoch``."""
+        return self.all_batches(epoch)[self.rank :: self.world_size]
+
+    def padding_efficiency(self, epoch: int = 0) -> float:
+        """Real tokens / all tokens including padding, over src, tgt_in and tgt_out of all batches."""
+        real = padded = 0
+        for batch in self.all_batches(epoch):
+            sources, targets = self.source_sizes[batch], self.target_sizes[batch]
+            real += int(sources.sum()) + 2 * int(targets.sum())
+            padded += len(batch) * (int(sources.max()) + 2 * int(targets.max()))
+        return real / padded if padded else 1.0
+
+
+def iterate(split: BinarizedSplit, sampler: TokenBatchSampler, epoch: int, start: int = 0) -> Iterator[Batch]:
+    """The epoch's batches for this rank from batch ``start`` on (resume exactly where training stopped)."""
+    for indices in sampler.batches(epoch)[start:]:
+        yield collate(split, indices)

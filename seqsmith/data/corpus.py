@@ -1,0 +1,210 @@
+"""Corpus readers: stream raw files into ``Example``s one at a time, checking what a user can get wrong.
+
+Every problem is a SeqsmithError naming the file, the line and the fix. Text is kept as written except the
+line ending (``\\n`` or ``\\r\\n``) and a UTF-8 byte order mark; inner whitespace is left alone (the
+tokenizer decides what to normalise). Dialogue turns are stripped of the spaces around ``__eou__``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+from typing import Literal
+
+from seqsmith.config import DataConfig
+from seqsmith.errors import SeqsmithError
+
+Split = Literal["train", "dev", "test"]
+END_OF_UTTERANCE = "__eou__"
+
+
+@dataclass(frozen=True)
+class Example:
+    source: str
+    target: str
+    references: list[str]  # what generated text is scored against; [target] unless the data has several
+    line: int  # 1-based line of the source file, for messages and for matching outputs back
+
+
+@dataclass
+class ReadCounts:
+    """Filled while a reader streams: examples found and empty ones skipped (``data.empty_lines: skip``)."""
+
+    read: int = 0
+    empty_skipped: int = 0
+    empty_lines: list[int] = field(default_factory=list)  # first few, for the report
+
+    def skip(self, line: int) -> None:
+        self.empty_skipped += 1
+        if len(self.empty_lines) < 10:
+            self.empty_lines.append(line)
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) pairs; bytes are split on ``\\n`` only, so U+2028 and lone ``\\r`` stay text."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                bad = raw[error.start : error.start + 4]
+                raise SeqsmithError(
+                    f"{path}:{number}: not valid UTF-8 (byte {error.start} of the line, {bad!r}); "
+                    "re-encode the file as UTF-8, e.g. `iconv -f <its encoding> -t utf-8`"
+                ) from None
+            yield number, text.removesuffix("\n").removesuffix("\r")
+
+
+def read_parallel(source_path: Path, target_path: Path) -> Iterator[Example]:
+    pairs = zip_longest(read_lines(source_path), read_lines(target_path))
+    for number, (source, target) in enumerate(pairs, start=1):
+        if source is None or target is None:
+            short, long = (source_path, target_path) if source is None else (target_path, source_path)
+            raise SeqsmithError(
+                f"{short} ends after line {number - 1} but {long} continues at line {number}: parallel "
+                "files need one example per line on both sides; fix the shorter or longer file"
+            )
+        yield Example(source[1], target[1], [target[1]], number)
+
+
+def read_tsv(path: Path, source_column: int, target_column: int) -> Iterator[Example]:
+    needed = max(source_column, target_column) + 1
+    for number, text in read_lines(path):
+        if not text.strip():
+            yield Example("", "", [""], number)
+            continue
+        columns = text.split("\t")
+        if len(columns) < needed:
+            raise SeqsmithError(
+                f"{path}:{number}: {len(columns)} tab-separated column(s), but data.source_column="
+                f"{source_column} and data.target_column={target_column} need {needed}; fix the line "
+                "(columns are separated by one tab) or the column settings"
+            )
+        target = columns[target_column]
+        yield Example(columns[source_column], target, [target], number)
+
+
+def _string_field(row: dict[str, object], name: str, path: Path, number: int, key: str) -> str:
+    value = row[name]
+    if not isinstance(value, str):
+        raise SeqsmithError(
+            f"{path}:{number}: field {name!r} ({key}) is {type(value).__name__}, not a string; "
+            "store the text as a JSON string"
+        )
+    return value
+
+
+def read_jsonl(
+    path: Path, source_field: str, target_field: str, reference_fields: list[str]
+) -> Iterator[Example]:
+    """Rows without ``target_field`` but with ``reference_fields`` (e.g. DialogSum test) use the first one."""
+    for number, text in read_lines(path):
+        if not text.strip():
+            yield Example("", "", [""], number)
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SeqsmithError(
+                f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno}); "
+                "each line must be one JSON object"
+            ) from None
+        if not isinstance(row, dict):
+            raise SeqsmithError(f"{path}:{number}: a JSON {type(row).__name__}, expected an object {{...}}")
+        if source_field not in row:
+            raise SeqsmithError(
+                f"{path}:{number}: no field {source_field!r} (fields: {', '.join(row) or 'none'}); "
+                "set data.source_field to the field holding the input text"
+            )
+        source = _string_field(row, source_field, path, number, "data.source_field")
+        references = [
+            _string_field(row, name, path, number, "data.reference_fields")
+            for name in reference_fields
+            if name in row
+        ]
+        if target_field in row:
+            target = _string_field(row, target_field, path, number, "data.target_field")
+        elif references:
+            target = references[0]
+        else:
+            wanted = ", ".join(repr(name) for name in [target_field, *reference_fields])
+            raise SeqsmithError(
+                f"{path}:{number}: none of the fields {wanted} (fields: {', '.join(row) or 'none'}); "
+                "set data.target_field (or data.reference_fields) to the field holding the output text"
+            )
+        yield Example(source, target, references or [target], number)
+
+
+def read_dialogue(path: Path, history: int, turn_separator: str) -> Iterator[Example]:
+    """One dialogue a line; turn i >= 1 is answered from up to ``history`` turns before it."""
+    for number, text in read_lines(path):
+        turns = [turn.strip() for turn in text.split(END_OF_UTTERANCE)]
+        if turns and not turns[-1]:
+            turns.pop()  # the text after the final __eou__
+        for i in range(1, len(turns)):
+            context = turn_separator.join(turns[max(0, i - history) : i])
+            yield Example(context, turns[i], [turns[i]], number)
+
+
+def split_files(config: DataConfig, split: Split) -> list[Path]:
+    """The files a split reads (two for parallel data); an empty list if the split is not configured."""
+    location = getattr(config, split)
+    if location is None:
+        return []
+    if config.format == "parallel":
+        return [Path(f"{location}.{config.source_suffix}"), Path(f"{location}.{config.target_suffix}")]
+    return [Path(location)]
+
+
+def check_files(config: DataConfig, split: Split) -> list[Path]:
+    files = split_files(config, split)
+    for path in files:
+        if not path.is_file():
+            hint = (
+                f" (read as <prefix>.{config.source_suffix} and <prefix>.{config.target_suffix})"
+                if config.format == "parallel"
+                else ""
+            )
+            raise SeqsmithError(
+                f"data.{split}: file {path} not found{hint}; working directory is {Path.cwd()}, "
+                "relative paths start there: fix the path in the config"
+            )
+    return files
+
+
+def _empty(example: Example, files: list[Path], policy: str) -> bool:
+    side = "source" if not example.source.strip() else "target" if not example.target.strip() else ""
+    if side and policy == "error":
+        where = files[1] if side == "target" and len(files) == 2 else files[0]
+        raise SeqsmithError(
+            f"{where}:{example.line}: empty {side}; remove the line or set data.empty_lines: skip"
+        )
+    return bool(side)
+
+
+def read_split(config: DataConfig, split: Split, counts: ReadCounts | None = None) -> Iterator[Example]:
+    """Stream a configured split; empty sources or targets are skipped (and counted) or an error."""
+    files = check_files(config, split)
+    if not files:
+        raise SeqsmithError(f"data.{split} is not set; add the path of the {split} data to the config")
+    counts = counts if counts is not None else ReadCounts()
+    examples: Iterator[Example]
+    if config.format == "parallel":
+        examples = read_parallel(files[0], files[1])
+    elif config.format == "tsv":
+        examples = read_tsv(files[0], config.source_column, config.target_column)
+    elif config.format == "jsonl":
+        examples = read_jsonl(files[0], config.source_field, config.target_field, config.reference_fields)
+    else:
+        examples = read_dialogue(files[0], config.history, config.turn_separator)
+    for example in examples:
+        counts.read += 1
+        if _empty(example, files, config.empty_lines):
+            counts.skip(example.line)
+            continue
+        yield example

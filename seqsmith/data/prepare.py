@@ -1,0 +1,138 @@
+"""``prepare``: raw corpus -> trained tokenizer + binarized train/dev/test + a report, in one streaming pass
+per step (the corpus is never held in memory; SentencePiece keeps at most ``sample_lines`` lines per side).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from tqdm import tqdm
+
+from seqsmith.config import Config, DataConfig
+from seqsmith.data.atomic import atomic_write_text
+from seqsmith.data.binarize import SplitWriter
+from seqsmith.data.corpus import Example, ReadCounts, Split, check_files, read_split, split_files
+from seqsmith.data.tokenizer import EOS_ID, Tokenizers, truncate
+
+CHUNK = 4096  # examples encoded together (SentencePiece encodes a list in C++ threads)
+
+
+@dataclass
+class SplitReport:
+    read: int = 0  # examples found in the files (dialogue: one per turn after the first)
+    kept: int = 0  # examples binarized
+    filtered_overlong: int = 0  # train with overlong: filter
+    truncated: int = 0  # examples with a side cut to max_source_length / max_target_length
+    empty_skipped: int = 0
+    source_tokens: int = 0  # binarized, including EOS
+    target_tokens: int = 0  # binarized, without BOS/EOS
+    empty_lines: list[int] = field(default_factory=list)  # the first few skipped, for the user to look at
+
+
+@dataclass
+class PrepareReport:
+    output_dir: str
+    splits: dict[Split, SplitReport]
+    source_vocab_size: int
+    target_vocab_size: int
+    seconds: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
+
+
+def _count_lines(path: Path) -> int:
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
+def _examples(
+    data: DataConfig, split: Split, progress: bool, label: str, counts: ReadCounts | None = None
+) -> Iterator[Example]:
+    """A split's examples behind a progress bar counting input lines; train stops at max_train_examples."""
+    examples = read_split(data, split, counts)
+    if split == "train" and data.max_train_examples is not None:
+        examples = islice(examples, data.max_train_examples)
+    total = _count_lines(split_files(data, split)[0]) if progress else None
+    with tqdm(total=total, desc=label, unit=" lines", disable=not progress, leave=False) as bar:
+        for example in examples:
+            bar.update(example.line - bar.n)
+            yield example
+
+
+def _chunks(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
+    while chunk := list(islice(examples, size)):
+        yield chunk
+
+
+def _binarize(
+    data: DataConfig, split: Split, tokenizers: Tokenizers, directory: Path, progress: bool
+) -> SplitReport:
+    report, counts = SplitReport(), ReadCounts()
+    train = split == "train"
+    drop_overlong = train and data.overlong == "filter"
+    vocab_size = max(tokenizers.source.vocab_size, tokenizers.target.vocab_size)
+    examples = _examples(data, split, progress, f"binarize {split}", counts)
+    with SplitWriter(directory, split, vocab_size, keep_texts=not train) as writer:
+        for chunk in _chunks(examples, CHUNK):
+            sources = tokenizers.source.encode_batch([example.source for example in chunk])
+            targets = tokenizers.target.encode_batch([example.target for example in chunk])
+            for example, source, target in zip(chunk, sources, targets, strict=True):
+                overlong = len(source) > data.max_source_length or len(target) > data.max_target_length
+                if overlong and drop_overlong:
+                    report.filtered_overlong += 1
+                    continue
+                if overlong:
+                    report.truncated += 1
+                    source = truncate(source, data.max_source_length, data.truncate_source_from)
+                    target = truncate(target, data.max_target_length)
+                source.append(EOS_ID)
+                writer.add(source, target, example)
+                report.source_tokens += len(source)
+                report.target_tokens += len(target)
+        report.kept = writer.count
+    report.read, report.empty_skipped, report.empty_lines = (
+        counts.read,
+        counts.empty_skipped,
+        counts.empty_lines,
+    )
+    return report
+
+
+def prepare(config: Config, progress: bool = True) -> PrepareReport:
+    """Train the tokenizer on train, binarize every configured split and write ``report.json``.
+
+    Train pairs past the length limits are filtered or truncated (``data.overlong``); dev and test are
+    always truncated and never dropped, so a test set stays complete.
+    """
+    start = time.perf_counter()
+    data = config.data
+    directory = Path(data.output_dir)
+    splits: list[Split] = [split for split in ("train", "dev", "test") if getattr(data, split) is not None]
+    for split in splits:
+        check_files(data, split)
+    tokenizers = Tokenizers.train(
+        data.tokenizer,
+        (example.source for example in _examples(data, "train", progress, "tokenizer: read sources")),
+        (example.target for example in _examples(data, "train", progress, "tokenizer: read targets")),
+    )
+    tokenizers.save(directory / "tokenizer")
+    reports = {split: _binarize(data, split, tokenizers, directory, progress) for split in splits}
+    report = PrepareReport(
+        output_dir=str(directory),
+        splits=reports,
+        source_vocab_size=tokenizers.source.vocab_size,
+        target_vocab_size=tokenizers.target.vocab_size,
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    atomic_write_text(directory / "report.json", report.to_json())
+    return report

@@ -1,0 +1,215 @@
+"""Beam search, batched over sentences and beams, and its diverse variant (Vijayakumar et al., 2018).
+
+Rows are sentence-major: row ``a * K + k`` is beam k of active sentence a. Each step takes the best
+2K/G candidates of every group from its (K/G * vocab) flattened scores; EOS candidates ranked within the
+group's first K/G go to a fixed-size per-sentence buffer of K finished hypotheses, the first K/G other
+candidates live on. A sentence stops when no live beam can still beat its K finished ones (or at its
+maximum length, where EOS is forced), and its rows leave the batch, as in fairseq.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seqsmith.config import GenerateConfig
+from seqsmith.errors import SeqsmithError
+from seqsmith.generation.hypothesis import History, Hypothesis, length_penalty, rank_scores
+from seqsmith.generation.rules import LengthLimits, constrain, forbidden_bias
+from seqsmith.models.interface import Memory, Seq2SeqModel
+
+NEG_INF = float("-inf")
+
+
+@dataclasses.dataclass
+class Finished:
+    """The K best finished hypotheses of every sentence, best first; padded to the longest possible length."""
+
+    score: Tensor  # (sentences, K), -inf in empty slots
+    log_prob: Tensor  # (sentences, K)
+    length: Tensor  # (sentences, K) tokens including the EOS
+    tokens: Tensor  # (sentences, K, longest + 1)
+    token_log_probs: Tensor  # (sentences, K, longest + 1)
+    attention: Tensor | None  # (sentences, K, longest + 1, src_len)
+
+    @classmethod
+    def empty(cls, sentences: int, k: int, longest: int, src_len: int, dtype: torch.dtype,
+              device: torch.device, attention: bool) -> Finished:
+        size = (sentences, k, longest + 1)
+        return cls(
+            score=torch.full((sentences, k), NEG_INF, dtype=dtype, device=device),
+            log_prob=torch.full((sentences, k), NEG_INF, dtype=dtype, device=device),
+            length=torch.zeros(sentences, k, dtype=torch.long, device=device),
+            tokens=torch.zeros(size, dtype=torch.long, device=device),
+            token_log_probs=torch.zeros(size, dtype=dtype, device=device),
+            attention=torch.zeros(*size, src_len, dtype=dtype, device=device) if attention else None,
+        )
+
+    def merge(self, ids: Tensor, score: Tensor, log_prob: Tensor, history: History, rows: Tensor,
+              eos: Tensor, eos_log_prob: Tensor, attention: Tensor | None) -> None:
+        """Keep the K best of the buffer and the new candidates (``rows`` of ``history`` + EOS), for each
+        active sentence ``ids``; all new tensors are (active, K) or (active, K, ...)."""
+        k, width = score.size(1), history.tokens.size(1) + 1
+        best, pick = torch.cat([self.score[ids], score], dim=1).topk(k, dim=1)
+
+        def merged(buffer: Tensor, new: Tensor) -> Tensor:
+            both = torch.cat([buffer[ids, :, :width], new], dim=1)
+            index = pick.view(*pick.shape, *([1] * (both.dim() - 2))).expand(-1, -1, *both.shape[2:])
+            return both.gather(1, index)
+
+        self.log_prob[ids] = torch.cat([self.log_prob[ids], log_prob], dim=1).gather(1, pick)
+        self.length[ids] = torch.cat([self.length[ids], torch.full_like(pick, width)], dim=1).gather(1, pick)
+        self.score[ids] = best
+        self.tokens[ids, :, :width] = merged(self.tokens, torch.cat([history.tokens[rows], eos], dim=2))
+        self.token_log_probs[ids, :, :width] = merged(
+            self.token_log_probs, torch.cat([history.token_log_probs[rows], eos_log_prob], dim=2)
+        )
+        if self.attention is not None and history.attention is not None and attention is not None:
+            new = torch.cat([history.attention[rows], attention[rows].unsqueeze(2)], dim=2)
+            self.attention[ids, :, :width] = merged(self.attention, new)
+
+    def hypotheses(self, nbest: int, src_mask: Tensor) -> list[list[Hypothesis]]:
+        scores, log_probs, lengths = self.score.tolist(), self.log_prob.tolist(), self.length.tolist()
+        tokens, token_log_probs = self.tokens.tolist(), self.token_log_probs.tolist()
+        out: list[list[Hypothesis]] = []
+        for b, row in enumerate(scores):
+            kept = [k for k in range(nbest) if row[k] > NEG_INF]
+            out.append([
+                Hypothesis(
+                    tokens=tokens[b][k][: lengths[b][k] - 1],
+                    score=row[k],
+                    log_prob=log_probs[b][k],
+                    token_log_probs=token_log_probs[b][k][: lengths[b][k]],
+                    attention=None
+                    if self.attention is None
+                    else self.attention[b, k, : lengths[b][k]][:, src_mask[b]],
+                )
+                for k in kept
+            ])
+        return out
+
+
+def beam_search(model: Seq2SeqModel, memory: Memory, limits: LengthLimits, config: GenerateConfig,
+                keep_attention: bool) -> list[list[Hypothesis]]:
+    """Beam (or, with ``config.method == "diverse_beam"``, diverse beam) search over encoded sentences."""
+    batch, src_len = memory.mask.shape
+    device, k = memory.mask.device, config.beam_size
+    groups = config.groups if config.method == "diverse_beam" else 1
+    width = k // groups
+    dtype = torch.promote_types(memory.states.dtype, torch.float32)
+    src_mask = memory.mask
+    coverage = config.coverage_penalty > 0
+
+    expand = torch.arange(batch, device=device).repeat_interleave(k)
+    memory, limits = memory.select(expand), limits.select(expand)
+    ids = torch.arange(batch, device=device)  # active sentence -> original sentence
+    history = History.empty(batch * k, src_len, dtype, device, keep_attention, coverage)
+    finished = Finished.empty(batch, k, limits.longest, src_len, dtype, device, keep_attention)
+    log_prob = torch.full((batch, k), NEG_INF, dtype=dtype, device=device)
+    log_prob[:, ::width] = 0.0  # each group starts from one beam
+    search_score = log_prob.clone()  # log_prob minus diversity penalties: what beams compete on
+    prev = torch.full((batch * k,), model.bos_id, dtype=torch.long, device=device)
+    bias: Tensor | None = None
+    state: Any = None
+
+    for step in range(limits.longest + 1):
+        step_log_probs, state = model.decode_step(prev, memory, state)
+        attention = model.step_attention(state) if keep_attention or coverage else None
+        if attention is None and step == 0:
+            if coverage:
+                raise SeqsmithError(
+                    "generate.coverage_penalty needs attention, but this model's decoder state has none; "
+                    "set generate.coverage_penalty: 0"
+                )
+            keep_attention = False
+            history.attention = finished.attention = None
+        if bias is None:
+            bias = forbidden_bias(model, step_log_probs.size(1), dtype, device)
+        scores = constrain(step_log_probs.to(dtype), step, limits, history.tokens, bias, model.eos_id,
+                           config.no_repeat_ngram)
+        active, vocab = ids.numel(), scores.size(1)
+        scores = scores.view(active, k, vocab)
+        candidates = (search_score.unsqueeze(2) + scores).view(active, groups, width * vocab)
+        totals = (log_prob.unsqueeze(2) + scores).view(active, groups, width * vocab)
+        live, ends = _choose(candidates, totals, vocab, model.eos_id, config.diversity)
+
+        base = (torch.arange(active, device=device) * k).unsqueeze(1)
+        end_rows = base + ends["beam"]
+        end_cover = end_mask = None
+        if history.coverage is not None and attention is not None:
+            end_cover, end_mask = history.coverage[end_rows] + attention[end_rows], memory.mask[end_rows]
+        end_scores = rank_scores(ends["log_prob"], step + 1, end_cover, end_mask, config)
+        end_scores = end_scores.masked_fill(~ends["ok"], NEG_INF)
+        end_scores, pick = end_scores.topk(k, dim=1)  # at most K can finish per step
+        end_rows = end_rows.gather(1, pick)
+        eos = torch.full((active, k, 1), model.eos_id, dtype=torch.long, device=device)
+        eos_lp = scores.view(active * k, vocab)[end_rows, model.eos_id].unsqueeze(2)
+        finished.merge(ids, end_scores, ends["log_prob"].gather(1, pick), history, end_rows, eos, eos_lp,
+                       attention)
+
+        log_prob, search_score = live["log_prob"], live["search"]
+        best = log_prob.max(dim=1).values
+        sentence_max = limits.max_len.view(active, k)[:, 0]
+        bound = best / length_penalty(sentence_max + 1, config).to(best)
+        done = (step >= sentence_max) | (bound <= finished.score[ids, -1])
+        flags = done.tolist()
+        if all(flags):
+            break
+
+        rows = (base + live["beam"]).view(-1)
+        tokens, token_lp = live["token"], scores.view(active * k, vocab)[rows, live["token"].view(-1)]
+        if any(flags):
+            keep = torch.tensor([a for a, flag in enumerate(flags) if not flag], device=device)
+            kept_rows = ((keep * k).unsqueeze(1) + torch.arange(k, device=device)).view(-1)
+            rows, tokens, token_lp = rows.view(active, k)[keep].view(-1), tokens[keep], token_lp[kept_rows]
+            ids, log_prob, search_score = ids[keep], log_prob[keep], search_score[keep]
+            memory, limits = memory.select(kept_rows), limits.select(kept_rows)
+        state = state.select(rows)
+        prev = tokens.reshape(-1)
+        history = history.select(rows).extend(prev, token_lp, None if attention is None else attention[rows])
+    return finished.hypotheses(config.nbest, src_mask)
+
+
+def _choose(candidates: Tensor, totals: Tensor, vocab: int, eos: int, diversity: float
+            ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Pick, group after group, the live beams and the EOS candidates of one step.
+
+    ``candidates`` (sentences, groups, width * vocab) are the search scores (log-prob minus diversity
+    penalties so far) of every one-token extension, ``totals`` their plain log-probs. A group's scores
+    are lowered by ``diversity`` times the number of earlier groups' live beams that chose the same
+    token at this step (Hamming diversity). Returned beams index the sentence's K beams.
+    """
+    active, groups, flat = candidates.shape
+    width = flat // vocab
+    take = min(2 * width, flat)
+    counts = torch.zeros(active, vocab, dtype=candidates.dtype, device=candidates.device)
+    rank = torch.arange(take, device=candidates.device)
+    live: dict[str, list[Tensor]] = {"beam": [], "token": [], "log_prob": [], "search": []}
+    ends: dict[str, list[Tensor]] = {"beam": [], "log_prob": [], "ok": []}
+    for g in range(groups):
+        scores = candidates[:, g]
+        if g and diversity:
+            scores = scores - diversity * counts.repeat(1, width)
+        top, index = scores.topk(take, dim=1)
+        beam, token = index // vocab + g * width, index % vocab
+        total = totals[:, g].gather(1, index)
+        is_eos = token == eos
+        keep = (rank + is_eos * take).topk(width, dim=1, largest=False).indices  # first non-EOS, in order
+        token_kept = token.gather(1, keep)
+        score_kept = top.gather(1, keep)
+        live["beam"].append(beam.gather(1, keep))
+        live["token"].append(token_kept)
+        live["log_prob"].append(total.gather(1, keep))
+        live["search"].append(score_kept)
+        ends["beam"].append(beam)
+        ends["log_prob"].append(total)
+        ends["ok"].append(is_eos & (rank < width) & (top > NEG_INF))
+        if g + 1 < groups and diversity:
+            counts.scatter_add_(1, token_kept, (score_kept > NEG_INF).to(counts))
+    return (
+        {name: torch.cat(parts, dim=1) for name, parts in live.items()},
+        {name: torch.cat(parts, dim=1) for name, parts in ends.items()},
+    )

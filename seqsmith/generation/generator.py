@@ -1,0 +1,127 @@
+"""Text in, text out: tokenize, batch by length, search, detokenize, restore the input order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqsmith.config import GenerateConfig
+from seqsmith.data.batching import BinarizedSplit
+from seqsmith.data.tokenizer import Tokenizers, encode_source
+from seqsmith.errors import SeqsmithError
+from seqsmith.generation.search import Hypothesis, generate_ids
+from seqsmith.models.interface import Seq2SeqModel
+from seqsmith.models.model_dir import LoadedModel, load_model_dir
+
+
+@dataclass
+class Output:
+    """One hypothesis as text, with what search knows of it."""
+
+    text: str
+    score: float
+    tokens: list[int]
+    token_log_probs: list[float]
+    attention: list[list[float]] | None = None
+
+
+def length_batches(lengths: Sequence[int], batch_tokens: int) -> Iterator[np.ndarray]:
+    """Indices grouped by length (longest first) so that padded size stays under the token budget."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, batch_tokens // longest)
+        yield order[start : start + size]
+        start += size
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    src = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        src[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+    return src, src != pad_id
+
+
+@torch.inference_mode()
+def search_all(
+    model: Seq2SeqModel, sources: Sequence[Sequence[int]], config: GenerateConfig
+) -> list[list[Hypothesis]]:
+    """Search every source (ids ending with EOS) in length-sorted batches; results in input order."""
+    results: list[list[Hypothesis]] = [[] for _ in sources]
+    device = next(model.parameters()).device
+    for indices in length_batches([len(s) for s in sources], config.batch_tokens // max(config.beam_size, 1)):
+        src, mask = pad([sources[i] for i in indices], model.pad_id)
+        for index, hypotheses in zip(indices, generate_ids(model, src.to(device), mask.to(device), config)):
+            results[int(index)] = hypotheses
+    return results
+
+
+def decode_split(
+    model: Seq2SeqModel, split: BinarizedSplit, tokenizers: Tokenizers, config: GenerateConfig
+) -> list[list[str]]:
+    """Hypothesis texts (n-best lists) for every example of a binarized split, in its order."""
+    sources = [split.source(i).tolist() for i in range(len(split))]
+    return [
+        [tokenizers.target.decode(h.tokens) for h in nbest] for nbest in search_all(model, sources, config)
+    ]
+
+
+class Generator:
+    """A loaded model ready to turn texts into texts: ``Generator.from_pretrained(dir).generate([...])``."""
+
+    def __init__(self, loaded: LoadedModel, config: GenerateConfig | None = None) -> None:
+        self.model = loaded.model
+        self.tokenizers = loaded.tokenizers
+        self.data_config = loaded.config.data
+        self.config = config or loaded.config.generate
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **options: Any) -> Generator:
+        generator = cls(load_model_dir(directory))
+        generator.config = generator.settings(**options)
+        return generator
+
+    def settings(self, **options: Any) -> GenerateConfig:
+        """The generation config with overrides; ``beam=5`` is short for method=beam, beam_size=5."""
+        if "beam" in options:
+            beam = options.pop("beam")
+            options.setdefault("method", "greedy" if beam == 1 else "beam")
+            options["beam_size"] = beam
+        unknown = sorted(set(options) - set(GenerateConfig.model_fields))
+        if unknown:
+            raise SeqsmithError(
+                f"unknown generation option(s) {unknown}; valid: {sorted(GenerateConfig.model_fields)}"
+            )
+        return GenerateConfig.model_validate({**self.config.model_dump(), **options})
+
+    def encode(self, text: str) -> list[int]:
+        return encode_source(
+            self.tokenizers, text, self.data_config.max_source_length, self.data_config.truncate_source_from
+        )
+
+    def generate_full(self, texts: Sequence[str], **options: Any) -> list[list[Output]]:
+        config = self.settings(**options)
+        results = search_all(self.model, [self.encode(t) for t in texts], config)
+        return [
+            [
+                Output(
+                    self.tokenizers.target.decode(h.tokens),
+                    h.score,
+                    h.tokens,
+                    h.token_log_probs,
+                    h.attention.tolist() if h.attention is not None else None,
+                )
+                for h in nbest
+            ]
+            for nbest in results
+        ]
+
+    def generate(self, texts: Sequence[str], **options: Any) -> list[str]:
+        return [nbest[0].text for nbest in self.generate_full(texts, **options)]

@@ -1,0 +1,93 @@
+"""Rules every search obeys at every step: length limits, forbidden symbols and n-gram blocking.
+
+They are applied to the model's log-probabilities before any choice is made (masked entries become -inf),
+so all algorithms agree on what an allowed output is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from seqsmith.config import GenerateConfig
+from seqsmith.models.interface import Seq2SeqModel
+
+
+@dataclasses.dataclass
+class LengthLimits:
+    """Per row: EOS is masked before ``min_len`` output tokens and forced after ``max_len`` of them.
+
+    The plain ints summarise the rows so that steps far from any limit skip the masking without a
+    device sync; they are recomputed whenever rows are dropped (a point where search syncs anyway).
+    """
+
+    min_len: Tensor  # (rows,) long
+    max_len: Tensor  # (rows,) long
+    highest_min: int = 0
+    lowest_max: int = 0
+    longest: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_len.numel():
+            self.highest_min = int(self.min_len.max())
+            self.lowest_max = int(self.max_len.min())
+            self.longest = int(self.max_len.max())
+
+    @classmethod
+    def from_source(cls, src: Tensor, src_mask: Tensor, config: GenerateConfig, model: Seq2SeqModel
+                    ) -> LengthLimits:
+        """Source length = real tokens other than BOS/EOS; max length = a * that + b (never below min)."""
+        real = src_mask & (src != model.eos_id) & (src != model.bos_id)
+        src_len = real.sum(1)
+        if config.fixed_length:
+            return cls(src_len, src_len.clone())
+        max_len = (config.max_length_a * src_len.double()).floor().long() + config.max_length_b
+        min_len = torch.full_like(src_len, config.min_length)
+        return cls(min_len, torch.maximum(max_len, min_len))
+
+    def select(self, rows: Tensor) -> LengthLimits:
+        return LengthLimits(self.min_len.index_select(0, rows), self.max_len.index_select(0, rows))
+
+
+def forbidden_bias(model: Seq2SeqModel, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """-inf at PAD and BOS, which no output may contain, 0 elsewhere."""
+    bias = torch.zeros(size, dtype=dtype, device=device)
+    bias[[model.pad_id, model.bos_id]] = float("-inf")
+    return bias
+
+
+def constrain(log_probs: Tensor, step: int, limits: LengthLimits, history: Tensor, bias: Tensor, eos: int,
+              no_repeat_ngram: int) -> Tensor:
+    """Mask what row r may not emit as its output token number ``step`` (0-based); returns a new tensor.
+
+    ``history`` (rows, step) holds the tokens emitted so far. If n-gram blocking leaves a row with no
+    allowed symbol at all, that row may end (EOS), so every live row always has a way forward.
+    """
+    scores = log_probs + bias
+    if step < limits.highest_min:
+        early = step < limits.min_len
+        scores[:, eos] = scores[:, eos].masked_fill(early, float("-inf"))
+    if step >= limits.lowest_max:
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, eos] = scores[:, eos]
+        scores = torch.where((step >= limits.max_len).unsqueeze(1), forced, scores)
+    if no_repeat_ngram and step >= no_repeat_ngram - 1:
+        scores = block_ngrams(scores, history, no_repeat_ngram)
+        stuck = scores.max(dim=1).values == float("-inf")
+        scores[:, eos] = torch.where(stuck, log_probs[:, eos].to(scores), scores[:, eos])
+    return scores
+
+
+def block_ngrams(scores: Tensor, history: Tensor, n: int) -> Tensor:
+    """-inf at every token that would complete an n-gram already present in the row's history."""
+    if n == 1:
+        return scores.scatter(1, history, float("-inf"))
+    if history.size(1) < n:
+        return scores
+    windows = history.unfold(1, n, 1)  # (rows, positions, n)
+    prefix = history[:, history.size(1) - n + 1 :]
+    seen = (windows[:, :, :-1] == prefix.unsqueeze(1)).all(dim=2)
+    hits = torch.zeros_like(scores).scatter_add_(1, windows[:, :, -1], seen.to(scores))
+    return scores.masked_fill(hits > 0, float("-inf"))

@@ -1,0 +1,99 @@
+"""The one interface every model keeps, so every search, objective and export works with every model.
+
+- ``encode(src, src_mask) -> memory``: whatever the decoder needs, reorderable with ``memory.select``;
+- ``decode_step(prev_ids, memory, state) -> (log_probs, state)``: one step; ``state`` is ``None`` at the
+  first step and is an incremental cache (RNN hidden state, key/value cache) that search reorders with
+  ``state.select(indices)``;
+- ``forward(src, src_mask, tgt_in) -> scores``: teacher-forced; ``log_softmax(scores)`` is the model's
+  distribution over the output vocabulary (logits for most models, log-probabilities for copy models).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+T = TypeVar("T", bound="Reorderable")
+
+
+def _select(value: Any, indices: Tensor) -> Any:
+    if isinstance(value, Tensor):
+        return value.index_select(0, indices)
+    if isinstance(value, Reorderable):
+        return value.select(indices)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_select(v, indices) for v in value)
+    if isinstance(value, dict):
+        return {k: _select(v, indices) for k, v in value.items()}
+    return value
+
+
+@dataclasses.dataclass
+class Reorderable:
+    """A dataclass whose tensors all have the batch (times beam) as their first dimension.
+
+    ``select`` picks rows (to follow beams, expand for beams or drop finished sentences); non-tensor
+    fields are carried over unchanged and ``None`` stays ``None``.
+    """
+
+    def select(self: T, indices: Tensor) -> T:
+        changes = {f.name: _select(getattr(self, f.name), indices) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass
+class Memory(Reorderable):
+    """Encoder output: states (batch, src_len, dim) and mask (batch, src_len), True at real tokens."""
+
+    states: Tensor
+    mask: Tensor
+
+
+class Seq2SeqModel(nn.Module, ABC):
+    """Base class for all architectures. Subclasses set the special ids if they differ from ours."""
+
+    pad_id: int = PAD_ID
+    bos_id: int = BOS_ID  # the first decoder input
+    eos_id: int = EOS_ID
+
+    @abstractmethod
+    def encode(self, src: Tensor, src_mask: Tensor) -> Memory: ...
+
+    @abstractmethod
+    def decode_step(self, prev_ids: Tensor, memory: Memory, state: Any | None) -> tuple[Tensor, Any]:
+        """prev_ids (batch,) -> log-probabilities (batch, vocab) and the next state."""
+
+    @abstractmethod
+    def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing: (batch, tgt_len) inputs -> (batch, tgt_len, vocab) scores."""
+
+    @property
+    @abstractmethod
+    def output_size(self) -> int:
+        """Size of the distribution decode_step returns (may exceed the vocabulary for copy models)."""
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def step_attention(self, state: Any) -> Tensor | None:
+        """Cross-attention (batch, src_len) of the last step, for pictures; None if the model has none."""
+        return getattr(state, "attention", None)
+
+    @torch.no_grad()
+    def teacher_forced_attention(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor | None:
+        """Attention (batch, tgt_len, src_len) computed step by step: works for any model."""
+        memory = self.encode(src, src_mask)
+        state, rows = None, []
+        for t in range(tgt_in.size(1)):
+            _, state = self.decode_step(tgt_in[:, t], memory, state)
+            attention = self.step_attention(state)
+            if attention is None:
+                return None
+            rows.append(attention)
+        return torch.stack(rows, dim=1)

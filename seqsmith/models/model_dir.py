@@ -1,0 +1,95 @@
+"""A model is a directory: config.json, model.safetensors and tokenizer/. Loading never runs its code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_model
+
+from seqsmith.config import Config, config_from_dict
+from seqsmith.data.tokenizer import Tokenizers
+from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import atomic_path
+from seqsmith.models.build import build_model
+from seqsmith.models.interface import Seq2SeqModel
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TOKENIZER = "tokenizer"
+
+
+@dataclass
+class LoadedModel:
+    model: Seq2SeqModel
+    tokenizers: Tokenizers
+    config: Config
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        save_model(model, str(temporary))
+
+
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise SeqsmithError(f"weights file {path} not found; train a model first (seqsmith train CONFIG)")
+
+
+def _corrupt(path: Path, error: Exception) -> SeqsmithError:
+    return SeqsmithError(
+        f"weights file {path} is corrupt or not a safetensors file ({error}); "
+        "restore it from checkpoints/ in the model directory or train again"
+    )
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    _check_file(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise _corrupt(path, error) from None
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    _check_file(path)
+    try:
+        load_model(model, str(path))
+    except (SafetensorError, OSError) as error:
+        raise _corrupt(path, error) from None
+    except RuntimeError as error:
+        raise SeqsmithError(
+            f"weights in {path} do not fit the model described by config.json ({str(error)[:300]}); "
+            "the config and the weights come from different models"
+        ) from None
+
+
+def read_config(directory: Path) -> Config:
+    path = directory / CONFIG
+    if not path.is_file():
+        raise SeqsmithError(f"{directory} is not a seqsmith model directory: {CONFIG} is missing")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SeqsmithError(f"{path} is not valid JSON ({error}); the model directory is damaged") from None
+    return config_from_dict(raw, str(path))
+
+
+def build_from_config(config: Config, tokenizers: Tokenizers) -> Seq2SeqModel:
+    return build_model(config.model, tokenizers.source.vocab_size, tokenizers.target.vocab_size)
+
+
+def load_model_dir(directory: str | Path, weights: str | Path | None = None) -> LoadedModel:
+    """Load a model directory for inference (eval mode); ``weights`` picks another safetensors file."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SeqsmithError(f"model directory {directory} not found")
+    config = read_config(directory)
+    tokenizers = Tokenizers.load(directory / TOKENIZER)
+    model = build_from_config(config, tokenizers)
+    load_weights(model, Path(weights) if weights else directory / WEIGHTS)
+    model.eval()
+    return LoadedModel(model, tokenizers, config)

@@ -1,0 +1,144 @@
+"""Training checkpoints: every save is a new directory made atomically, then a pointer file names it.
+
+A SIGKILL at any moment leaves the pointer on the previous complete checkpoint or on the new complete one.
+``training_state.pt`` holds only tensors and plain values and is read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import atomic_directory, atomic_write_text
+from seqsmith.models.model_dir import WEIGHTS, load_weights, read_weights, save_weights
+
+STATE = "training_state.pt"
+
+
+@dataclass
+class Progress:
+    """Where training stands; the next batch to train is ``batches[epoch][batch]``."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    elapsed: float = 0.0  # seconds of training wall time before this run
+    lr_factor: float = 1.0  # lowered by the plateau schedule
+    best_metric: float | None = None
+    bad_validations: int = 0
+
+
+@dataclass
+class Entry:
+    name: str
+    step: int
+    metric: float | None = None
+
+
+@dataclass
+class Index:
+    latest: str | None = None
+    best: list[Entry] = field(default_factory=list)  # best first, at most keep_best
+
+
+class CheckpointDir:
+    def __init__(self, model_dir: Path, keep_best: int, higher_is_better: bool) -> None:
+        self.root = model_dir / "checkpoints"
+        self.keep_best = keep_best
+        self.higher_is_better = higher_is_better
+
+    def _read_index(self) -> Index:
+        path = self.root / "index.json"
+        if not path.is_file():
+            return Index()
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return Index(raw.get("latest"), [Entry(**e) for e in raw.get("best", [])])
+
+    def _write_index(self, index: Index) -> None:
+        atomic_write_text(self.root / "index.json", json.dumps(asdict(index), indent=2) + "\n")
+
+    def latest(self) -> Path | None:
+        name = self._read_index().latest
+        return self.root / name if name else None
+
+    def best(self) -> list[Path]:
+        return [self.root / e.name for e in self._read_index().best]
+
+    def save(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        progress: Progress,
+        metric: float | None,
+    ) -> bool:
+        """Save a checkpoint; return True when it is a new best (by ``metric``, if given)."""
+        name = f"step-{progress.step:08d}"
+        target = self.root / name
+        if target.exists():
+            shutil.rmtree(target)  # a leftover of an earlier run that stopped before naming it latest
+        with atomic_directory(target) as temporary:
+            save_weights(model, temporary / WEIGHTS)
+            torch.save(
+                {
+                    "progress": asdict(progress),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": torch.get_rng_state(),
+                },
+                temporary / STATE,
+            )
+        index = self._read_index()
+        index.latest = name
+        is_best = False
+        if metric is not None and self.keep_best:
+            sign = -1.0 if self.higher_is_better else 1.0
+            ranked = sorted(
+                [*index.best, Entry(name, progress.step, metric)], key=lambda e: sign * (e.metric or 0)
+            )
+            index.best = ranked[: self.keep_best]
+            is_best = index.best[0].name == name
+        self._write_index(index)
+        keep = {index.latest, *(e.name for e in index.best)}
+        for stale in self.root.glob("step-*"):
+            if stale.name not in keep:
+                shutil.rmtree(stale, ignore_errors=True)
+        return is_best
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Progress | None:
+        """Load the latest checkpoint into model and optimizer; None when there is none."""
+        directory = self.latest()
+        if directory is None:
+            return None
+        if not (directory / STATE).is_file():
+            raise SeqsmithError(f"checkpoint {directory} has no {STATE}; delete {self.root} to start afresh")
+        load_weights(model, directory / WEIGHTS)
+        try:
+            state: dict[str, Any] = torch.load(directory / STATE, weights_only=True)
+        except Exception as error:
+            raise SeqsmithError(
+                f"training state {directory / STATE} is corrupt ({error}); delete {self.root} to start afresh"
+            ) from None
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        return Progress(**state["progress"])
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of several weight files of one model (float64 accumulation)."""
+    if not paths:
+        raise SeqsmithError("no checkpoints to average; train with train.keep_best > 1 or name weight files")
+    total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for path in paths:
+        weights = read_weights(path)
+        if total and weights.keys() != total.keys():
+            raise SeqsmithError(f"{path} holds other parameters than {paths[0]}: not the same model")
+        for key, value in weights.items():
+            dtypes[key] = value.dtype
+            total[key] = total.get(key, torch.zeros_like(value, dtype=torch.float64)) + value.double()
+    return {key: (value / len(paths)).to(dtypes[key]) for key, value in total.items()}

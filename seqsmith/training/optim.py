@@ -1,0 +1,55 @@
+"""Optimizers and learning-rate schedules.
+
+A schedule is a pure function of the step (plus, for ``plateau``, a factor the trainer lowers), so resuming
+needs no scheduler object to be pickled: the step alone restores the learning rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from seqsmith.config import TrainConfig
+
+
+def build_optimizer(parameters: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in parameters if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def learning_rate(
+    cfg: TrainConfig, step: int, total_steps: int | None, d_model: int, factor: float = 1.0
+) -> float:
+    """Learning rate for optimizer step ``step`` (1-based).
+
+    ``noam`` follows Vaswani et al.: lr * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), so ``train.lr``
+    is the Noam factor there (1 to 2 is usual); every other schedule peaks at ``train.lr`` after warm-up.
+    """
+    step = max(step, 1)
+    warmup = cfg.warmup_steps
+    if cfg.schedule == "noam":
+        return cfg.lr * d_model**-0.5 * min(step**-0.5, step * max(warmup, 1) ** -1.5)
+    if step <= warmup:
+        return cfg.lr * factor * step / warmup
+    if cfg.schedule == "inverse_sqrt":
+        lr = cfg.lr * math.sqrt(max(warmup, 1) / step)
+    elif cfg.schedule == "cosine" and total_steps:
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        lr = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+    else:  # constant, plateau (factor lowered by the trainer), cosine without a known length
+        lr = cfg.lr * factor
+    return max(lr, cfg.min_lr)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
