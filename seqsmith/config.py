@@ -162,6 +162,7 @@ class GenerateConfig(Section):
     diversity: float = Field(0.5, ge=0.0)
     seed: int | None = None
     batch_tokens: int = Field(8000, ge=16)
+    keep_attention: bool = True  # return each hypothesis's cross-attention (for pictures); false is faster
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerateConfig:

@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from seqsmith.config import apply_overrides, config_from_dict, load_config
+from seqsmith.config import TokenizerConfig, TransformerConfig, apply_overrides, config_from_dict, load_config
 from seqsmith.errors import SeqsmithError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,3 +97,17 @@ def test_every_shipped_config_is_valid() -> None:
     assert configs, "configs/ should hold ready configs"
     for path in configs:
         load_config(path)
+
+
+def test_reference_config_documents_every_option() -> None:
+    from seqsmith.config import Config, RNNConfig
+
+    path = REPO / "configs" / "reference.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    load_config(path)
+    for section, model in [(name, info.annotation) for name, info in Config.model_fields.items() if name != "model"]:
+        assert set(raw[section]) == set(model.model_fields), section  # type: ignore[union-attr]
+    assert set(raw["data"]["tokenizer"]) == set(TokenizerConfig.model_fields)
+    assert set(raw["model"]) == set(TransformerConfig.model_fields)
+    text = path.read_text(encoding="utf-8")
+    assert all(f"#   {name}:" in text for name in RNNConfig.model_fields)

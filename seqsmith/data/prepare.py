@@ -1,10 +1,14 @@
 """``prepare``: raw corpus -> trained tokenizer + binarized train/dev/test + a report, in one streaming pass
 per step (the corpus is never held in memory; SentencePiece keeps at most ``sample_lines`` lines per side).
+
+Everything is written to ``<output_dir>.partial`` and swapped in only when all splits succeeded, so a failed
+run never leaves a tokenizer that does not match the binarized ids, nor damages the previous output.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -14,10 +18,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from seqsmith.config import Config, DataConfig
-from seqsmith.data.atomic import atomic_write_text
+from seqsmith.data.atomic import atomic_write_text, fsync_directory
 from seqsmith.data.binarize import SplitWriter
 from seqsmith.data.corpus import Example, ReadCounts, Split, check_files, read_split, split_files
 from seqsmith.data.tokenizer import EOS_ID, Tokenizers, truncate
+from seqsmith.errors import SeqsmithError
 
 CHUNK = 4096  # examples encoded together (SentencePiece encodes a list in C++ threads)
 
@@ -108,6 +113,24 @@ def _binarize(
     return report
 
 
+def _replace_directory(staging: Path, final: Path) -> None:
+    previous = final.with_name(final.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        final.rename(previous)
+    staging.rename(final)
+    fsync_directory(final.parent)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _check_output(final: Path) -> None:
+    if final.is_file() or (final.is_dir() and any(final.iterdir()) and not (final / "report.json").is_file()):
+        raise SeqsmithError(
+            f"data.output_dir: {final} exists and holds something other than prepared data; "
+            "choose a new or empty directory (prepare replaces the whole directory)"
+        )
+
+
 def prepare(config: Config, progress: bool = True) -> PrepareReport:
     """Train the tokenizer on train, binarize every configured split and write ``report.json``.
 
@@ -116,10 +139,27 @@ def prepare(config: Config, progress: bool = True) -> PrepareReport:
     """
     start = time.perf_counter()
     data = config.data
-    directory = Path(data.output_dir)
+    final = Path(data.output_dir)
+    _check_output(final)
     splits: list[Split] = [split for split in ("train", "dev", "test") if getattr(data, split) is not None]
     for split in splits:
         check_files(data, split)
+    directory = final.with_name(final.name + ".partial")
+    shutil.rmtree(directory, ignore_errors=True)
+    try:
+        report = _prepare_into(directory, data, splits, progress, start)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    report.output_dir = str(final)
+    atomic_write_text(directory / "report.json", report.to_json())
+    _replace_directory(directory, final)
+    return report
+
+
+def _prepare_into(
+    directory: Path, data: DataConfig, splits: list[Split], progress: bool, start: float
+) -> PrepareReport:
     tokenizers = Tokenizers.train(
         data.tokenizer,
         (example.source for example in _examples(data, "train", progress, "tokenizer: read sources")),
@@ -127,12 +167,10 @@ def prepare(config: Config, progress: bool = True) -> PrepareReport:
     )
     tokenizers.save(directory / "tokenizer")
     reports = {split: _binarize(data, split, tokenizers, directory, progress) for split in splits}
-    report = PrepareReport(
+    return PrepareReport(
         output_dir=str(directory),
         splits=reports,
         source_vocab_size=tokenizers.source.vocab_size,
         target_vocab_size=tokenizers.target.vocab_size,
         seconds=round(time.perf_counter() - start, 2),
     )
-    atomic_write_text(directory / "report.json", report.to_json())
-    return report

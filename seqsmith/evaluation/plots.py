@@ -157,7 +157,10 @@ def _loss_axes(axes: Axes, train: Sequence[dict[str, Any]], valid: Sequence[dict
 
 
 def training_figures(train: Sequence[dict[str, Any]], valid: Sequence[dict[str, Any]]) -> dict[str, Figure]:
-    """Figures by file stem: loss against step and wall time, dev metric, learning rate (where data exist)."""
+    """Figures by file stem: loss by step and by wall time, dev BLEU and perplexity, learning rate.
+
+    A figure is left out when the log has no data for it (no BLEU when validation_bleu is off).
+    """
     figures: dict[str, Figure] = {}
     if not train and not valid:
         return figures
@@ -174,23 +177,22 @@ def training_figures(train: Sequence[dict[str, Any]], valid: Sequence[dict[str, 
     with_ppl = [
         row for row in valid if isinstance(row.get("ppl"), (int, float)) and math.isfinite(row["ppl"])
     ]
-    panels = [
-        (rows, key, label)
-        for rows, key, label in ((scored, "bleu", "BLEU"), (with_ppl, "ppl", "perplexity"))
-        if rows
-    ]
-    if panels:
-        figure = Figure(figsize=(5.5 * len(panels), 4.2))
-        for index, (rows, key, label) in enumerate(panels, 1):
-            axes = figure.add_subplot(1, len(panels), index)
-            axes.plot(_column(rows, "step"), _column(rows, key), "o-", color="#55a868")
-            axes.set_xlabel("training step")
-            axes.set_ylabel(f"dev {label}")
-            axes.set_title(f"Dev {label}")
-            axes.grid(alpha=0.3)
-            if key == "ppl":
-                axes.set_yscale("log")
-        figures["dev_metric"] = figure
+    for stem, rows, key, label in (
+        ("dev_bleu", scored, "bleu", "BLEU"),
+        ("dev_ppl", with_ppl, "ppl", "perplexity"),
+    ):
+        if not rows:
+            continue
+        figure = Figure(figsize=(7, 4.2))
+        axes = figure.add_subplot()
+        axes.plot(_column(rows, "step"), _column(rows, key), "o-", color="#55a868")
+        axes.set_xlabel("training step")
+        axes.set_ylabel(f"dev {label}")
+        axes.set_title(f"Dev {label}")
+        axes.grid(alpha=0.3)
+        if key == "ppl":
+            axes.set_yscale("log")
+        figures[stem] = figure
     if train:
         figure = Figure(figsize=(7, 4.2))
         axes = figure.add_subplot()

@@ -1,0 +1,7 @@
+"""Search algorithms written once against the model interface: greedy, beam, diverse beam, sampling."""
+
+from seqsmith.generation.ensemble import EnsembleModel
+from seqsmith.generation.hypothesis import Hypothesis
+from seqsmith.generation.search import generate_ids
+
+__all__ = ["EnsembleModel", "Hypothesis", "generate_ids"]

@@ -36,8 +36,16 @@ class Finished:
     attention: Tensor | None  # (sentences, K, longest + 1, src_len)
 
     @classmethod
-    def empty(cls, sentences: int, k: int, longest: int, src_len: int, dtype: torch.dtype,
-              device: torch.device, attention: bool) -> Finished:
+    def empty(
+        cls,
+        sentences: int,
+        k: int,
+        longest: int,
+        src_len: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        attention: bool,
+    ) -> Finished:
         size = (sentences, k, longest + 1)
         return cls(
             score=torch.full((sentences, k), NEG_INF, dtype=dtype, device=device),
@@ -48,8 +56,17 @@ class Finished:
             attention=torch.zeros(*size, src_len, dtype=dtype, device=device) if attention else None,
         )
 
-    def merge(self, ids: Tensor, score: Tensor, log_prob: Tensor, history: History, rows: Tensor,
-              eos: Tensor, eos_log_prob: Tensor, attention: Tensor | None) -> None:
+    def merge(
+        self,
+        ids: Tensor,
+        score: Tensor,
+        log_prob: Tensor,
+        history: History,
+        rows: Tensor,
+        eos: Tensor,
+        eos_log_prob: Tensor,
+        attention: Tensor | None,
+    ) -> None:
         """Keep the K best of the buffer and the new candidates (``rows`` of ``history`` + EOS), for each
         active sentence ``ids``; all new tensors are (active, K) or (active, K, ...)."""
         k, width = score.size(1), history.tokens.size(1) + 1
@@ -72,28 +89,31 @@ class Finished:
             self.attention[ids, :, :width] = merged(self.attention, new)
 
     def hypotheses(self, nbest: int, src_mask: Tensor) -> list[list[Hypothesis]]:
+        """The ``nbest`` best distinct outputs (diverse beam groups may finish the same one twice)."""
         scores, log_probs, lengths = self.score.tolist(), self.log_prob.tolist(), self.length.tolist()
         tokens, token_log_probs = self.tokens.tolist(), self.token_log_probs.tolist()
         out: list[list[Hypothesis]] = []
         for b, row in enumerate(scores):
-            kept = [k for k in range(nbest) if row[k] > NEG_INF]
-            out.append([
-                Hypothesis(
-                    tokens=tokens[b][k][: lengths[b][k] - 1],
-                    score=row[k],
-                    log_prob=log_probs[b][k],
-                    token_log_probs=token_log_probs[b][k][: lengths[b][k]],
-                    attention=None
-                    if self.attention is None
-                    else self.attention[b, k, : lengths[b][k]][:, src_mask[b]],
+            found: list[Hypothesis] = []
+            for k, score in enumerate(row):
+                output = tokens[b][k][: lengths[b][k] - 1]
+                if score == NEG_INF or len(found) == nbest or any(h.tokens == output for h in found):
+                    continue
+                attention = None
+                if self.attention is not None:
+                    attention = self.attention[b, k, : lengths[b][k]][:, src_mask[b]]
+                found.append(
+                    Hypothesis(
+                        output, score, log_probs[b][k], token_log_probs[b][k][: lengths[b][k]], attention
+                    )
                 )
-                for k in kept
-            ])
+            out.append(found)
         return out
 
 
-def beam_search(model: Seq2SeqModel, memory: Memory, limits: LengthLimits, config: GenerateConfig,
-                keep_attention: bool) -> list[list[Hypothesis]]:
+def beam_search(
+    model: Seq2SeqModel, memory: Memory, limits: LengthLimits, config: GenerateConfig, keep_attention: bool
+) -> list[list[Hypothesis]]:
     """Beam (or, with ``config.method == "diverse_beam"``, diverse beam) search over encoded sentences."""
     batch, src_len = memory.mask.shape
     device, k = memory.mask.device, config.beam_size
@@ -128,8 +148,9 @@ def beam_search(model: Seq2SeqModel, memory: Memory, limits: LengthLimits, confi
             history.attention = finished.attention = None
         if bias is None:
             bias = forbidden_bias(model, step_log_probs.size(1), dtype, device)
-        scores = constrain(step_log_probs.to(dtype), step, limits, history.tokens, bias, model.eos_id,
-                           config.no_repeat_ngram)
+        scores = constrain(
+            step_log_probs.to(dtype), step, limits, history.tokens, bias, model.eos_id, config.no_repeat_ngram
+        )
         active, vocab = ids.numel(), scores.size(1)
         scores = scores.view(active, k, vocab)
         candidates = (search_score.unsqueeze(2) + scores).view(active, groups, width * vocab)
@@ -147,8 +168,9 @@ def beam_search(model: Seq2SeqModel, memory: Memory, limits: LengthLimits, confi
         end_rows = end_rows.gather(1, pick)
         eos = torch.full((active, k, 1), model.eos_id, dtype=torch.long, device=device)
         eos_lp = scores.view(active * k, vocab)[end_rows, model.eos_id].unsqueeze(2)
-        finished.merge(ids, end_scores, ends["log_prob"].gather(1, pick), history, end_rows, eos, eos_lp,
-                       attention)
+        finished.merge(
+            ids, end_scores, ends["log_prob"].gather(1, pick), history, end_rows, eos, eos_lp, attention
+        )
 
         log_prob, search_score = live["log_prob"], live["search"]
         best = log_prob.max(dim=1).values
@@ -173,8 +195,9 @@ def beam_search(model: Seq2SeqModel, memory: Memory, limits: LengthLimits, confi
     return finished.hypotheses(config.nbest, src_mask)
 
 
-def _choose(candidates: Tensor, totals: Tensor, vocab: int, eos: int, diversity: float
-            ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def _choose(
+    candidates: Tensor, totals: Tensor, vocab: int, eos: int, diversity: float
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Pick, group after group, the live beams and the EOS candidates of one step.
 
     ``candidates`` (sentences, groups, width * vocab) are the search scores (log-prob minus diversity

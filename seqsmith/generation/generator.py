@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from seqsmith.config import GenerateConfig
-from seqsmith.data.batching import BinarizedSplit
+from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.tokenizer import Tokenizers, encode_source
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.search import Hypothesis, generate_ids

@@ -17,7 +17,7 @@ from seqsmith.models.interface import Reorderable
 
 @dataclasses.dataclass
 class Hypothesis:
-    """One output: ``tokens`` without BOS/EOS; ``log_prob`` sums ``token_log_probs``, which include the EOS."""
+    """One output: ``tokens`` without BOS/EOS; ``log_prob`` sums ``token_log_probs`` (EOS included)."""
 
     tokens: list[int]
     score: float  # the ranking score, after length and coverage penalties
@@ -36,8 +36,15 @@ class History(Reorderable):
     coverage: Tensor | None  # (rows, src_len) summed attention, kept only for the coverage penalty
 
     @classmethod
-    def empty(cls, rows: int, src_len: int, dtype: torch.dtype, device: torch.device, attention: bool,
-              coverage: bool) -> History:
+    def empty(
+        cls,
+        rows: int,
+        src_len: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        attention: bool,
+        coverage: bool,
+    ) -> History:
         return cls(
             tokens=torch.empty(rows, 0, dtype=torch.long, device=device),
             token_log_probs=torch.empty(rows, 0, dtype=dtype, device=device),
@@ -49,7 +56,9 @@ class History(Reorderable):
         """Append one step; ``attention`` (rows, src_len) is required when attention or coverage is kept."""
         return History(
             tokens=torch.cat([self.tokens, tokens.unsqueeze(1)], dim=1),
-            token_log_probs=torch.cat([self.token_log_probs, log_probs.to(self.token_log_probs).unsqueeze(1)], 1),
+            token_log_probs=torch.cat(
+                [self.token_log_probs, log_probs.to(self.token_log_probs).unsqueeze(1)], 1
+            ),
             attention=None
             if self.attention is None or attention is None
             else torch.cat([self.attention, attention.to(self.attention).unsqueeze(1)], dim=1),
@@ -73,8 +82,13 @@ def coverage_penalty(coverage: Tensor, mask: Tensor, beta: float) -> Tensor:
     return beta * logs.sum(-1)
 
 
-def rank_scores(log_probs: Tensor, lengths: Tensor | int, coverage: Tensor | None, mask: Tensor | None,
-                config: GenerateConfig) -> Tensor:
+def rank_scores(
+    log_probs: Tensor,
+    lengths: Tensor | int,
+    coverage: Tensor | None,
+    mask: Tensor | None,
+    config: GenerateConfig,
+) -> Tensor:
     """Ranking score of finished hypotheses; ``lengths`` count the EOS, coverage/mask are (..., src_len)."""
     lengths = torch.as_tensor(lengths, device=log_probs.device).expand_as(log_probs)
     scores = log_probs / length_penalty(lengths, config).to(log_probs)

@@ -36,8 +36,9 @@ class LengthLimits:
             self.longest = int(self.max_len.max())
 
     @classmethod
-    def from_source(cls, src: Tensor, src_mask: Tensor, config: GenerateConfig, model: Seq2SeqModel
-                    ) -> LengthLimits:
+    def from_source(
+        cls, src: Tensor, src_mask: Tensor, config: GenerateConfig, model: Seq2SeqModel
+    ) -> LengthLimits:
         """Source length = real tokens other than BOS/EOS; max length = a * that + b (never below min)."""
         real = src_mask & (src != model.eos_id) & (src != model.bos_id)
         src_len = real.sum(1)
@@ -58,8 +59,15 @@ def forbidden_bias(model: Seq2SeqModel, size: int, dtype: torch.dtype, device: t
     return bias
 
 
-def constrain(log_probs: Tensor, step: int, limits: LengthLimits, history: Tensor, bias: Tensor, eos: int,
-              no_repeat_ngram: int) -> Tensor:
+def constrain(
+    log_probs: Tensor,
+    step: int,
+    limits: LengthLimits,
+    history: Tensor,
+    bias: Tensor,
+    eos: int,
+    no_repeat_ngram: int,
+) -> Tensor:
     """Mask what row r may not emit as its output token number ``step`` (0-based); returns a new tensor.
 
     ``history`` (rows, step) holds the tokens emitted so far. If n-gram blocking leaves a row with no

@@ -22,7 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from seqsmith.config import Config, GenerateConfig, save_config
-from seqsmith.data.batching import BinarizedSplit, TokenBatchSampler, collate
+from seqsmith.data.batching import TokenBatchSampler, collate
+from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
 from seqsmith.evaluation.metrics import corpus_scores

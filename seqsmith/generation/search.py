@@ -1,0 +1,59 @@
+"""The one entry point of generation: ids in, ranked hypotheses out, for every algorithm and model.
+
+Search sees only the model interface (encode / decode_step / state.select), so it works unchanged with
+every architecture and with ensembles.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from seqsmith.config import GenerateConfig
+from seqsmith.errors import SeqsmithError
+from seqsmith.generation.beam import beam_search
+from seqsmith.generation.hypothesis import Hypothesis
+from seqsmith.generation.rules import LengthLimits
+from seqsmith.generation.sampling import sample
+from seqsmith.models.interface import Seq2SeqModel
+
+
+def generate_ids(
+    model: Seq2SeqModel, src: Tensor, src_mask: Tensor, config: GenerateConfig
+) -> list[list[Hypothesis]]:
+    """Per source sentence, up to ``config.nbest`` hypotheses, best first.
+
+    ``src`` (batch, src_len) holds ids, ``src_mask`` is True at real tokens. The model runs in eval mode
+    under ``torch.inference_mode`` and gets its previous mode back afterwards.
+    """
+    _check(src, src_mask, config)
+    if src.size(0) == 0:
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            memory = model.encode(src, src_mask)
+            limits = LengthLimits.from_source(src, src_mask, config, model)
+            if config.method in ("beam", "diverse_beam"):
+                return beam_search(model, memory, limits, config, config.keep_attention)
+            return sample(model, memory, limits, config, config.keep_attention, config.method == "greedy")
+    finally:
+        model.train(was_training)
+
+
+def _check(src: Tensor, src_mask: Tensor, config: GenerateConfig) -> None:
+    if src.dim() != 2 or src_mask.shape != src.shape:
+        raise SeqsmithError(
+            f"generate_ids needs src and src_mask of the same shape (batch, src_len); got "
+            f"{tuple(src.shape)} and {tuple(src_mask.shape)}"
+        )
+    if src_mask.dtype != torch.bool or src.dtype != torch.long:
+        raise SeqsmithError(
+            f"generate_ids needs long ids and a bool mask; got {src.dtype} and {src_mask.dtype}"
+        )
+    if config.method == "greedy" and config.nbest > 1:
+        raise SeqsmithError(
+            f"generate.nbest={config.nbest} needs generate.method beam, diverse_beam or sample; "
+            "greedy decoding gives one output"
+        )

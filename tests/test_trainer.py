@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from conftest import tiny_config
+
+from seqsmith import api
+from seqsmith.config import save_config
+from seqsmith.errors import SeqsmithError
+from seqsmith.models.model_dir import load_model_dir
+from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
+
+
+def losses(model_dir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
+    return {row["step"]: row["loss"] for row in rows if row["kind"] == "train"}
+
+
+def test_training_writes_a_complete_model_directory(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, train={"max_steps": 40, "keep_best": 2})
+    result = api.train(config, show_progress=False)
+    model_dir = Path(config.train.model_dir)
+    assert result.steps == 40 and "max_steps" in result.stop_reason
+    for name in ("config.json", "model.safetensors", "tokenizer", "train_log.jsonl", "checkpoints/index.json"):
+        assert (model_dir / name).exists(), name
+    rows = [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [20, 40]
+    assert all({"loss", "ppl", "bleu"} <= set(r) for r in valid)
+    train_losses = losses(model_dir)
+    assert train_losses[40] < train_losses[1], "the loss should fall on a learnable task"
+    assert len(list((model_dir / "checkpoints").glob("step-*"))) <= 3  # latest + best 2
+    loaded = load_model_dir(model_dir)
+    assert loaded.config == config
+
+
+def test_rnn_trains_and_generates(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, arch="rnn", train={"max_steps": 20, "validate_every": 20})
+    api.train(config, show_progress=False)
+    outputs = api.load(config.train.model_dir).generate(["alpha beta", "gamma delta eps"], beam=2)
+    assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
+
+
+RUNNER = """
+import sys, json
+from seqsmith.config import load_config
+from seqsmith.training.trainer import train
+train(load_config(sys.argv[1]), show_progress=False)
+"""
+
+
+def run_training(config_path: Path, kill_after_checkpoint: bool) -> None:
+    """Train in a child process; optionally SIGKILL it right after its first checkpoint appears."""
+    child = subprocess.Popen([sys.executable, "-c", RUNNER, str(config_path)], env={**os.environ, "PYTHONHASHSEED": "0"})
+    index = config_path.parent / "model" / "checkpoints" / "index.json"
+    if kill_after_checkpoint:
+        deadline = time.monotonic() + 120
+        while not index.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert child.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    else:
+        assert child.wait(timeout=300) == 0
+
+
+def test_sigkill_and_resume_gives_the_same_losses(tmp_path: Path) -> None:
+    steps = 120
+    reference = tiny_config(tmp_path / "a", train={"max_steps": steps, "validate_every": 60})
+    api.prepare(reference, show_progress=False)
+    api.train(reference, show_progress=False)
+    expected = losses(Path(reference.train.model_dir))
+
+    resumed = tiny_config(tmp_path / "b", train={"max_steps": steps, "validate_every": 60})
+    config_path = tmp_path / "b" / "config.yaml"
+    save_config(resumed, config_path)
+    run_training(config_path, kill_after_checkpoint=True)
+    killed_at = max(losses(Path(resumed.train.model_dir)))
+    assert killed_at < steps
+    run_training(config_path, kill_after_checkpoint=False)
+    got = losses(Path(resumed.train.model_dir))
+    assert sorted(got) == sorted(expected)
+    assert got == expected  # bit-identical: same batches, learning rates, dropout masks and optimizer state
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, train={"max_steps": 10})
+    api.train(config, show_progress=False)
+    model_dir = Path(config.train.model_dir)
+    (model_dir / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(SeqsmithError, match="corrupt"):
+        load_model_dir(model_dir)
+
+
+def test_changed_architecture_in_the_same_model_dir_is_refused(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, train={"max_steps": 5})
+    api.train(config, show_progress=False)
+    other = tiny_config(tmp_path, model={"d_model": 64}, train={"max_steps": 5})
+    with pytest.raises(SeqsmithError, match="another train.model_dir"):
+        api.train(other, show_progress=False)
+
+
+def test_nan_loss_stops_with_the_step(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, train={"max_steps": 50, "lr": 1e30, "warmup_steps": 0, "clip_grad_norm": None})
+    with pytest.raises(SeqsmithError, match="at step"):
+        api.train(config, show_progress=False)
+
+
+def test_averaging_is_the_elementwise_mean(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, train={"max_steps": 40, "validate_every": 10, "keep_best": 3})
+    api.train(config, show_progress=False)
+    model_dir = Path(config.train.model_dir)
+    best = [path / "model.safetensors" for path in CheckpointDir(model_dir, 3, True).best()]
+    assert len(best) == 3
+    averaged_path = api.average(model_dir)
+    averaged = load_model_dir(model_dir, weights=averaged_path).model.state_dict()
+    manual = average_checkpoints(best)
+    first = [load_file(str(p)) for p in best]
+    for key, value in manual.items():
+        expected = sum(f[key].double() for f in first) / len(first)
+        assert torch.allclose(value.double(), expected, atol=1e-6)
+        assert torch.allclose(averaged[key], value)
