@@ -74,6 +74,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
             out.close()
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from seqsmith.serving.app import serve
+
+    serve(args.model_dir, args.host, args.port)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = args.metrics.split(",") if args.metrics else None
     if args.model_dir:
@@ -141,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("model_dir")
     report.add_argument("--examples", type=int)
     report.set_defaults(func=lambda a: print(api.report(a.model_dir, a.examples)))
+
+    serve = verbs.add_parser("serve", help="HTTP server with a small web page (needs seqsmith[serve])")
+    serve.add_argument("model_dir")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -52,7 +52,13 @@ def sacrebleu_cli(hyp: Path, refs: list[Path], *flags: str) -> list[float]:
         (EN_HYP, EN_REFS[:1], "13a", False, ["--ter-case-sensitive"]),
         (EN_HYP, EN_REFS, "13a", False, ["--ter-case-sensitive"]),
         (EN_HYP, EN_REFS[1:], "13a", True, ["-lc", "--chrf-lowercase"]),
-        (ZH_HYP, [ZH_REF], "zh", False, ["-tok", "zh", "--ter-case-sensitive", "--ter-normalized", "--ter-asian-support"]),
+        (
+            ZH_HYP,
+            [ZH_REF],
+            "zh",
+            False,
+            ["-tok", "zh", "--ter-case-sensitive", "--ter-normalized", "--ter-asian-support"],
+        ),
     ],
     ids=["en-1ref", "en-3refs", "en-lowercase", "zh"],
 )
@@ -149,9 +155,8 @@ def test_chinese_rouge_equals_character_level_reference() -> None:
 
 def test_cjk_tokenizer_splits_han_and_kana_keeps_latin_words() -> None:
     tokens = CJKTokenizer().tokenize("Hello, World! 我爱北京。Café au lait, 日本語のテキスト x2")
-    assert tokens == ["hello", "world", "我", "爱", "北", "京", "café", "au", "lait"] + list("日本語のテキスト") + [
-        "x2"
-    ]
+    expected = ["hello", "world", "我", "爱", "北", "京", "café", "au", "lait", *"日本語のテキスト", "x2"]
+    assert tokens == expected
 
 
 @settings(max_examples=200, deadline=None)
@@ -231,7 +236,7 @@ def test_read_lines_errors_and_line_splitting(tmp_path: Path) -> None:
     with pytest.raises(SeqsmithError, match=r"hypothesis file .*missing\.txt not found"):
         evaluate_files(tmp_path / "missing.txt", EN_REFS[:1], ["bleu"])
     bad = tmp_path / "bad.txt"
-    bad.write_bytes("good\nstill good\n".encode() + b"caf\xe9\n")
+    bad.write_bytes(b"good\nstill good\ncaf\xe9\n")
     with pytest.raises(SeqsmithError, match=r"bad\.txt line 3 is not valid UTF-8"):
         read_lines(bad)
     odd = tmp_path / "odd.txt"

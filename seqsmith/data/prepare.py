@@ -147,19 +147,17 @@ def prepare(config: Config, progress: bool = True) -> PrepareReport:
     directory = final.with_name(final.name + ".partial")
     shutil.rmtree(directory, ignore_errors=True)
     try:
-        report = _prepare_into(directory, data, splits, progress, start)
+        report = _prepare_into(directory, data, splits, progress)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    report.output_dir = str(final)
+    report.output_dir, report.seconds = str(final), round(time.perf_counter() - start, 2)
     atomic_write_text(directory / "report.json", report.to_json())
     _replace_directory(directory, final)
     return report
 
 
-def _prepare_into(
-    directory: Path, data: DataConfig, splits: list[Split], progress: bool, start: float
-) -> PrepareReport:
+def _prepare_into(directory: Path, data: DataConfig, splits: list[Split], progress: bool) -> PrepareReport:
     tokenizers = Tokenizers.train(
         data.tokenizer,
         (example.source for example in _examples(data, "train", progress, "tokenizer: read sources")),
@@ -172,5 +170,5 @@ def _prepare_into(
         splits=reports,
         source_vocab_size=tokenizers.source.vocab_size,
         target_vocab_size=tokenizers.target.vocab_size,
-        seconds=round(time.perf_counter() - start, 2),
+        seconds=0.0,
     )

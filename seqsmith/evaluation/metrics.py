@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.metrics.helpers import extract_all_word_ngrams
 
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import atomic_write_text
 
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 CORPUS_METRICS = (
@@ -41,6 +41,9 @@ CORPUS_METRICS = (
 )
 SENTENCE_METRICS = ("bleu", "chrf", "chrf++", "ter", *ROUGE_METRICS)
 DEFAULT_SENTENCE_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
+ALIASES = {"rouge": ROUGE_METRICS, "distinct": ("distinct1", "distinct2")}
+# sacrebleu tokenizers that work offline (spm/flores download a model, which seqsmith never does at run time).
+BLEU_TOKENIZERS = ("13a", "intl", "zh", "char", "none", "ja-mecab", "ko-mecab")
 # Tokenizations under which text has no spaces between words, so TER must split Asian characters itself.
 _ASIAN_TOKENIZE = ("zh", "char", "ja-mecab", "ko-mecab")
 
@@ -85,14 +88,24 @@ def read_lines(path: Path, role: str = "file") -> list[str]:
 
 
 def check_metrics(metrics: Sequence[str], valid: Sequence[str] = CORPUS_METRICS) -> list[str]:
-    """Canonical metric names (case-insensitive input); unknown names are an error listing the valid ones."""
-    by_lower = {name.lower(): name for name in valid}
+    """Canonical names (case-insensitive; "rouge" and "distinct" expand); unknown names are an error."""
+    by_lower = {name.lower(): (name,) for name in valid}
+    by_lower.update({alias: names for alias, names in ALIASES.items() if set(names) <= set(valid)})
     unknown = [name for name in metrics if name.lower() not in by_lower]
-    if unknown:
-        raise SeqsmithError(f"unknown metric(s) {', '.join(unknown)}; valid metrics are: {', '.join(valid)}")
-    if not metrics:
-        raise SeqsmithError(f"no metrics requested; choose from: {', '.join(valid)}")
-    return list(dict.fromkeys(by_lower[name.lower()] for name in metrics))
+    if unknown or not metrics:
+        choices = ", ".join(by_lower[name][0] if len(by_lower[name]) == 1 else name for name in by_lower)
+        problem = f"unknown metric(s) {', '.join(unknown)}" if unknown else "no metrics requested"
+        raise SeqsmithError(f"{problem}; valid metrics are: {choices}")
+    return list(dict.fromkeys(full for name in metrics for full in by_lower[name.lower()]))
+
+
+def check_tokenize(tokenize: str) -> str:
+    if tokenize not in BLEU_TOKENIZERS:
+        raise SeqsmithError(
+            f"unknown BLEU tokenizer {tokenize!r} (evaluate.bleu_tokenize); "
+            f"valid: {', '.join(BLEU_TOKENIZERS)} (zh for Chinese)"
+        )
+    return tokenize
 
 
 def check_counts(
@@ -253,6 +266,7 @@ def corpus_scores(
     also sets the units of distinct-n and self-BLEU. ROUGE always uses the CJK-aware tokenizer.
     """
     names = check_metrics(metrics)
+    check_tokenize(bleu_tokenize)
     check_counts(hypotheses, references)
     hyps = list(hypotheses)
     refs = [list(r) for r in references]
@@ -292,6 +306,7 @@ def sentence_scores(
 ) -> list[dict[str, Any]]:
     """One dict per hypothesis (index, texts and scores) for a JSON-lines file; BLEU uses effective order."""
     names = check_metrics(metrics, SENTENCE_METRICS)
+    check_tokenize(bleu_tokenize)
     check_counts(hypotheses, references)
     rouge_types = [name for name in names if name in ROUGE_METRICS]
     rouge_rows = _rouge(hypotheses, references, rouge_types) if rouge_types else []
@@ -334,20 +349,11 @@ def evaluate_files(
     if not refs:
         raise SeqsmithError("no reference files given: pass at least one")
     check_metrics(metrics)
+    check_tokenize(bleu_tokenize)
     hypotheses = read_lines(hyp, "hypothesis file")
     references = [read_lines(path, "reference file") for path in refs]
     check_counts(hypotheses, references, f"hypothesis file {hyp}", [f"reference file {p}" for p in refs])
     return corpus_scores(hypotheses, references, metrics, bleu_tokenize, lowercase)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary name, fsync, then rename: an interrupted run never leaves a half file."""
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def write_outputs(
@@ -359,9 +365,11 @@ def write_outputs(
         raise SeqsmithError(f"output directory {out_dir} is a file; choose a directory path")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "scores.json", out_dir / "scores.md"]
-    _write_atomic(written[0], json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(written[1], format_markdown(scores))
+    atomic_write_text(written[0], json.dumps(scores, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(written[1], format_markdown(scores))
     if per_sentence is not None:
         written.append(out_dir / "sentences.jsonl")
-        _write_atomic(written[2], "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in per_sentence))
+        atomic_write_text(
+            written[2], "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in per_sentence)
+        )
     return written

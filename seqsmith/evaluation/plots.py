@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import atomic_path
 
 # Fonts with Chinese and Japanese glyphs, in order of preference; the first one installed is used.
 _CJK_FAMILIES = (
@@ -82,12 +82,9 @@ def _text_style() -> Iterator[None]:
 
 def _save(figure: Figure, path: Path) -> Path:
     """Save through a temporary name so a crash never leaves a truncated PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    figure.savefig(temporary, dpi=110, bbox_inches="tight")
-    os.replace(temporary, path)
-    return path
+    with atomic_path(Path(path)) as temporary:
+        figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+    return Path(path)
 
 
 def read_training_log(log_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -216,7 +213,7 @@ def plot_training_curves(log_path: Path, out_dir: Path) -> list[Path]:
         ]
 
 
-def _check_attention(
+def check_attention(
     weights: Any, ndim: int, source_tokens: Sequence[str], target_tokens: Sequence[str]
 ) -> np.ndarray:
     array = np.asarray(weights, dtype=float)
@@ -259,7 +256,7 @@ def _cell_size(count: int) -> float:
 def attention_figure(
     weights: Any, source_tokens: Sequence[str], target_tokens: Sequence[str], title: str | None = None
 ) -> Figure:
-    array = _check_attention(weights, 2, source_tokens, target_tokens)
+    array = check_attention(weights, 2, source_tokens, target_tokens)
     figure = Figure(figsize=(_cell_size(len(source_tokens)) + 1.5, _cell_size(len(target_tokens)) + 1.0))
     axes = figure.add_subplot()
     image = _heatmap(axes, array, source_tokens, target_tokens, (True, True))
@@ -283,7 +280,7 @@ def plot_attention(
 def attention_heads_figure(
     weights: Any, source_tokens: Sequence[str], target_tokens: Sequence[str], title: str | None = None
 ) -> Figure:
-    array = _check_attention(weights, 3, source_tokens, target_tokens)
+    array = check_attention(weights, 3, source_tokens, target_tokens)
     heads = array.shape[0]
     if heads == 0:
         raise SeqsmithError("attention weights have no heads (shape starts with 0)")

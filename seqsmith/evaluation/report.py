@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import html
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from seqsmith.errors import SeqsmithError
-from seqsmith.evaluation.plots import plot_attention, plot_attention_heads, plot_training_curves
+from seqsmith.evaluation.plots import (
+    check_attention,
+    plot_attention,
+    plot_attention_heads,
+    plot_training_curves,
+)
+from seqsmith.fileio import atomic_write_text
 
 _CURVE_CAPTIONS = {
     "loss_by_step": "Training and dev loss by step",
@@ -157,12 +162,29 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _check_examples(examples: Sequence[dict[str, Any]]) -> None:
+    """Fail before drawing anything, so a bad example never leaves a half-updated report folder."""
+    for index, example in enumerate(examples, 1):
+        missing = [key for key in ("source", "hypothesis") if key not in example]
+        if missing:
+            raise SeqsmithError(
+                f"example {index} lacks {', '.join(missing)}; each example needs source and hypothesis"
+            )
+        if example.get("attention") is None:
+            continue
+        source_tokens, target_tokens = example.get("source_tokens"), example.get("target_tokens")
+        if source_tokens is None or target_tokens is None:
+            raise SeqsmithError(
+                f"example {index} has attention but no source_tokens/target_tokens to label it"
+            )
+        weights = np.asarray(example["attention"], dtype=float)
+        try:
+            check_attention(weights, 3 if weights.ndim == 3 else 2, source_tokens, target_tokens)
+        except SeqsmithError as error:
+            raise SeqsmithError(f"example {index}: {error}") from None
+
+
 def _example_html(index: int, example: dict[str, Any], report_dir: Path) -> str:
-    missing = [key for key in ("source", "hypothesis") if key not in example]
-    if missing:
-        raise SeqsmithError(
-            f"example {index} lacks {', '.join(missing)}; each example needs source and hypothesis"
-        )
     rows = [("source", example["source"], "")]
     if example.get("reference") is not None:
         references = example["reference"]
@@ -174,12 +196,7 @@ def _example_html(index: int, example: dict[str, Any], report_dir: Path) -> str:
     )
     picture = ""
     if example.get("attention") is not None:
-        source_tokens = example.get("source_tokens")
-        target_tokens = example.get("target_tokens")
-        if source_tokens is None or target_tokens is None:
-            raise SeqsmithError(
-                f"example {index} has attention but no source_tokens/target_tokens to label it"
-            )
+        source_tokens, target_tokens = example["source_tokens"], example["target_tokens"]
         weights = np.asarray(example["attention"], dtype=float)
         title = f"Example {index}: attention"
         path = report_dir / f"attention_{index}.png"
@@ -191,15 +208,6 @@ def _example_html(index: int, example: dict[str, Any], report_dir: Path) -> str:
     return (
         f'<div class="example" id="example-{index}"><h3>Example {index}</h3><dl>{items}</dl>{picture}</div>'
     )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def write_report(
@@ -216,11 +224,12 @@ def write_report(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise SeqsmithError(f"model directory {model_dir} not found")
+    _check_examples(examples)
+    config = _config_html(_read_config(model_dir))
     report_dir = Path(out) if out is not None else model_dir / "report"
     if report_dir.exists() and not report_dir.is_dir():
         raise SeqsmithError(f"report directory {report_dir} is a file; choose another path with out=")
     report_dir.mkdir(parents=True, exist_ok=True)
-    config = _config_html(_read_config(model_dir))
     curves = _curves_html(model_dir, report_dir)
     shown = "".join(_example_html(i, example, report_dir) for i, example in enumerate(examples, 1))
     shown = shown or '<p class="note">No examples given.</p>'
@@ -250,5 +259,5 @@ href="#config">Configuration</a></nav>
 </html>
 """
     index = report_dir / "index.html"
-    _write_atomic(index, page)
+    atomic_write_text(index, page)
     return index

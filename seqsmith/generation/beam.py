@@ -66,10 +66,14 @@ class Finished:
         eos: Tensor,
         eos_log_prob: Tensor,
         attention: Tensor | None,
+        distinct: bool,
     ) -> None:
         """Keep the K best of the buffer and the new candidates (``rows`` of ``history`` + EOS), for each
-        active sentence ``ids``; all new tensors are (active, K) or (active, K, ...)."""
+        active sentence ``ids``; all new tensors are (active, K) or (active, K, ...). New candidates are
+        sorted best first; with ``distinct``, those already finished are dropped."""
         k, width = score.size(1), history.tokens.size(1) + 1
+        if distinct:
+            score = score.masked_fill(self._repeats(ids, history.tokens[rows], score), NEG_INF)
         best, pick = torch.cat([self.score[ids], score], dim=1).topk(k, dim=1)
 
         def merged(buffer: Tensor, new: Tensor) -> Tensor:
@@ -88,17 +92,29 @@ class Finished:
             new = torch.cat([history.attention[rows], attention[rows].unsqueeze(2)], dim=2)
             self.attention[ids, :, :width] = merged(self.attention, new)
 
+    def _repeats(self, ids: Tensor, outputs: Tensor, score: Tensor) -> Tensor:
+        """(active, K): True where a new output (without EOS) is already in the buffer or repeats a better
+        new candidate; only diverse beam search, whose groups do not see each other, can repeat one."""
+        steps = outputs.size(2)
+        old = self.tokens[ids, :, :steps]
+        same_old = (outputs.unsqueeze(2) == old.unsqueeze(1)).all(dim=3)
+        same_old &= ((self.length[ids] == steps + 1) & (self.score[ids] > NEG_INF)).unsqueeze(1)
+        same_new = (outputs.unsqueeze(2) == outputs.unsqueeze(1)).all(dim=3)
+        earlier = torch.ones(score.size(1), score.size(1), dtype=torch.bool, device=score.device).tril(-1)
+        same_new &= earlier & (score > NEG_INF).unsqueeze(1)
+        return same_old.any(dim=2) | same_new.any(dim=2)
+
     def hypotheses(self, nbest: int, src_mask: Tensor) -> list[list[Hypothesis]]:
-        """The ``nbest`` best distinct outputs (diverse beam groups may finish the same one twice)."""
+        """The ``nbest`` best outputs of every sentence."""
         scores, log_probs, lengths = self.score.tolist(), self.log_prob.tolist(), self.length.tolist()
         tokens, token_log_probs = self.tokens.tolist(), self.token_log_probs.tolist()
         out: list[list[Hypothesis]] = []
         for b, row in enumerate(scores):
             found: list[Hypothesis] = []
             for k, score in enumerate(row):
+                if score == NEG_INF or len(found) == nbest:
+                    break
                 output = tokens[b][k][: lengths[b][k] - 1]
-                if score == NEG_INF or len(found) == nbest or any(h.tokens == output for h in found):
-                    continue
                 attention = None
                 if self.attention is not None:
                     attention = self.attention[b, k, : lengths[b][k]][:, src_mask[b]]
@@ -169,7 +185,15 @@ def beam_search(
         eos = torch.full((active, k, 1), model.eos_id, dtype=torch.long, device=device)
         eos_lp = scores.view(active * k, vocab)[end_rows, model.eos_id].unsqueeze(2)
         finished.merge(
-            ids, end_scores, ends["log_prob"].gather(1, pick), history, end_rows, eos, eos_lp, attention
+            ids,
+            end_scores,
+            ends["log_prob"].gather(1, pick),
+            history,
+            end_rows,
+            eos,
+            eos_lp,
+            attention,
+            distinct=groups > 1,
         )
 
         log_prob, search_score = live["log_prob"], live["search"]

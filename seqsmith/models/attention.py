@@ -62,7 +62,7 @@ class BahdanauAttention(Attention):
 
     def scores(self, query: Tensor, projected: Tensor) -> Tensor:
         queries = self.query_layer(query)
-        batch, steps, hidden = queries.shape
+        batch, hidden = queries.size(0), queries.size(2)
         chunk = max(1, _ADDITIVE_CHUNK_ELEMENTS // max(1, batch * projected.size(1) * hidden))
         parts = [
             self.energy(torch.tanh(part.unsqueeze(2) + projected.unsqueeze(1))).squeeze(-1)

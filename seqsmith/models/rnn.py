@@ -132,7 +132,9 @@ class RNNModel(Seq2SeqModel):
         vector = torch.tanh(self.combine(torch.cat([outputs, context], dim=-1)))
         return self.dropout(vector), weights
 
-    def _step(self, embedded: Tensor, feed: Tensor, hx: Hidden, memory: RNNMemory) -> tuple[Tensor, Tensor, Hidden]:
+    def _step(
+        self, embedded: Tensor, feed: Tensor, hx: Hidden, memory: RNNMemory
+    ) -> tuple[Tensor, Tensor, Hidden]:
         """One decoder step shared by ``forward`` and ``decode_step`` so both compute the same thing."""
         inputs = torch.cat([embedded, feed], dim=-1) if self.config.input_feeding else embedded
         output, hx = self.decoder(inputs.unsqueeze(1), hx)

@@ -1,0 +1,63 @@
+"""Build the model a config names, and describe it in one line."""
+
+from __future__ import annotations
+
+import logging
+
+from seqsmith.config import ModelConfig, RNNConfig
+from seqsmith.errors import SeqsmithError
+from seqsmith.models.interface import EOS_ID, Seq2SeqModel
+from seqsmith.models.rnn import RNNModel
+from seqsmith.models.transformer import TransformerModel
+
+logger = logging.getLogger(__name__)
+
+
+def build_model(config: ModelConfig, source_vocab_size: int, target_vocab_size: int) -> Seq2SeqModel:
+    """A freshly initialized model; logs ``describe(model)`` at INFO level."""
+    for side, size in (("source", source_vocab_size), ("target", target_vocab_size)):
+        if size <= EOS_ID:
+            raise SeqsmithError(
+                f"the {side} vocabulary has {size} entries, fewer than the {EOS_ID + 1} special symbols "
+                "(pad, unk, bos, eos); check the tokenizer in data.tokenizer"
+            )
+    if config.share_embeddings and source_vocab_size != target_vocab_size:
+        raise SeqsmithError(
+            f"model.share_embeddings needs one vocabulary for both sides, but the source has "
+            f"{source_vocab_size} entries and the target {target_vocab_size}; set data.tokenizer.joint: true "
+            "and prepare the data again, or set model.share_embeddings: false"
+        )
+    model: Seq2SeqModel
+    if isinstance(config, RNNConfig):
+        if config.pointer_generator:
+            raise SeqsmithError("pointer_generator is not available yet; set model.pointer_generator: false")
+        if config.coverage:
+            raise SeqsmithError("coverage is not available yet; set model.coverage: false")
+        model = RNNModel(config, source_vocab_size, target_vocab_size)
+    else:
+        model = TransformerModel(config, source_vocab_size, target_vocab_size)
+    logger.info(describe(model))
+    return model
+
+
+def describe(model: Seq2SeqModel) -> str:
+    """E.g. ``transformer d_model=256 heads=4 layers=3+3 ffn=1024 pre-norm ...: 7,612,416 parameters``."""
+    config = getattr(model, "config", None)
+    if isinstance(config, RNNConfig):
+        direction = "bidirectional " if config.bidirectional else ""
+        feeding = ", input feeding" if config.input_feeding else ""
+        shape = (
+            f"{config.cell} {direction}layers={config.encoder_layers}+{config.decoder_layers} "
+            f"embed={config.embed_dim} hidden={config.hidden_dim} attention={config.attention}{feeding}"
+        )
+    elif config is not None:
+        shape = (
+            f"transformer d_model={config.d_model} heads={config.heads} "
+            f"layers={config.encoder_layers}+{config.decoder_layers} ffn={config.ffn_dim} "
+            f"{config.norm}-norm {config.positions} positions {config.activation}"
+        )
+    else:
+        shape = type(model).__name__
+    sharing = [name for name in ("share_embeddings", "tie_output") if getattr(config, name, False)]
+    extra = f" ({', '.join(sharing)})" if sharing else ""
+    return f"{shape}{extra}: {model.num_parameters():,} parameters"

@@ -1,0 +1,171 @@
+"""prepare: counts, ids equal to an independent re-encoding, raw texts, atomic replacement, real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seqsmith.config import Config, config_from_dict
+from seqsmith.data.binarize import BinarizedSplit
+from seqsmith.data.prepare import prepare
+from seqsmith.data.tokenizer import Tokenizers, encode_source, encode_target
+from seqsmith.errors import SeqsmithError
+
+DATA = Path(__file__).parents[2] / "shared" / "data"
+TRAIN = [
+    ("the cat sat on the mat", "die Katze saß auf der Matte"),
+    ("a dog", "ein Hund"),
+    ("", "leer"),
+    ("one two three four five six seven eight nine ten", "zu lang"),
+    ("the dog sat", "der Hund saß"),
+]
+DEV = [("the cat", "die Katze"), ("one two three four five six seven eight nine ten eleven", "lang")]
+
+
+def write_pairs(prefix: Path, pairs: list[tuple[str, str]]) -> None:
+    prefix.with_suffix(".src").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    prefix.with_suffix(".tgt").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+
+
+def make_config(tmp_path: Path, **data: Any) -> Config:
+    write_pairs(tmp_path / "train", TRAIN)
+    write_pairs(tmp_path / "dev", DEV)
+    fields = {
+        "train": str(tmp_path / "train"),
+        "dev": str(tmp_path / "dev"),
+        "tokenizer": {"kind": "word"},
+        "max_source_length": 8,
+        "max_target_length": 8,
+        "output_dir": str(tmp_path / "out"),
+        **data,
+    }
+    return config_from_dict({"data": fields})
+
+
+def test_counts_report_and_ids_equal_an_independent_encoding(tmp_path: Path) -> None:
+    report = prepare(make_config(tmp_path), progress=False)
+    train, dev = report.splits["train"], report.splits["dev"]
+    assert (train.read, train.kept, train.empty_skipped, train.filtered_overlong) == (5, 3, 1, 1)
+    assert train.empty_lines == [3]
+    assert (dev.read, dev.kept, dev.truncated, dev.filtered_overlong) == (2, 2, 1, 0)
+    out = tmp_path / "out"
+    assert json.loads((out / "report.json").read_text()) == json.loads(report.to_json())
+    assert report.output_dir == str(out) and not (tmp_path / "out.partial").exists()
+    tokenizers = Tokenizers.load(out / "tokenizer")
+    assert report.source_vocab_size == tokenizers.source.vocab_size
+    for name, pairs in [("train", [TRAIN[0], TRAIN[1], TRAIN[4]]), ("dev", DEV)]:
+        split = BinarizedSplit(out, name)
+        assert len(split) == len(pairs)
+        for i, (source, target) in enumerate(pairs):
+            assert split.source(i).tolist() == encode_source(tokenizers, source, 8)
+            assert split.target(i).tolist() == encode_target(tokenizers, target, 8)
+        assert sum(split.source_lengths) == report.splits[name].source_tokens  # type: ignore[index]
+    texts = list(BinarizedSplit(out, "dev").texts())
+    assert [(t.source, t.references, t.line) for t in texts] == [(s, [t], i + 1) for i, (s, t) in enumerate(DEV)]
+
+
+def test_truncate_training_pairs_from_the_left_and_max_train_examples(tmp_path: Path) -> None:
+    config = make_config(tmp_path, overlong="truncate", truncate_source_from="left", max_train_examples=4)
+    report = prepare(config, progress=False)
+    assert (report.splits["train"].read, report.splits["train"].kept) == (4, 3)
+    assert report.splits["train"].truncated == 1
+    tokenizers = Tokenizers.load(tmp_path / "out" / "tokenizer")
+    split = BinarizedSplit(tmp_path / "out", "train")
+    assert split.source(2).tolist() == encode_source(tokenizers, TRAIN[3][0], 8, "left")
+    assert tokenizers.source.decode(split.source(2)) == "three four five six seven eight nine ten"
+
+
+def test_a_failed_run_keeps_the_previous_output(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    prepare(config, progress=False)
+    out = tmp_path / "out"
+    before = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    (tmp_path / "dev.tgt").write_bytes("die Katze\n".encode() + b"\xc3(\n")
+    with pytest.raises(SeqsmithError, match=r"dev\.tgt:2: not valid UTF-8"):
+        prepare(config, progress=False)
+    after = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == ["out"]
+
+
+def test_missing_split_file_fails_before_any_work(tmp_path: Path) -> None:
+    config = make_config(tmp_path, test=str(tmp_path / "nowhere"))
+    with pytest.raises(SeqsmithError, match=r"data\.test: file .*nowhere\.src not found"):
+        prepare(config, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_an_output_dir_holding_other_files(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "thesis.tex").write_text("precious")
+    with pytest.raises(SeqsmithError, match="data.output_dir"):
+        prepare(make_config(tmp_path), progress=False)
+    assert (tmp_path / "out" / "thesis.tex").read_text() == "precious"
+
+
+def test_progress_bars_go_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prepare(make_config(tmp_path), progress=True)
+    captured = capsys.readouterr()
+    assert "binarize train" in captured.err and "lines/s" in captured.err and captured.out == ""
+
+
+def test_jsonl_with_several_references_and_sentencepiece(tmp_path: Path) -> None:
+    rows = [{"dialogue": f"#P1#: item {i} costs {i * 3} dollars.\n#P2#: ok", "summary": f"P1 sells {i}."}]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows * 1 for _ in range(1)))
+    lines = [
+        {"dialogue": f"#P1#: item {i} costs {i * 3} dollars.\n#P2#: ok", "summary": f"P1 sells {i}."}
+        for i in range(200)
+    ]
+    train.write_text("".join(json.dumps(row) + "\n" for row in lines))
+    test = tmp_path / "test.jsonl"
+    test.write_text(json.dumps({"dialogue": "#P1#: hi", "summary1": "a", "summary2": "b", "summary3": "c"}) + "\n")
+    config = config_from_dict(
+        {
+            "data": {
+                "format": "jsonl",
+                "train": str(train),
+                "test": str(test),
+                "source_field": "dialogue",
+                "target_field": "summary",
+                "reference_fields": ["summary1", "summary2", "summary3"],
+                "tokenizer": {"vocab_size": 60},
+                "output_dir": str(tmp_path / "out"),
+            }
+        }
+    )
+    report = prepare(config, progress=False)
+    assert report.splits["train"].kept == 200 and report.source_vocab_size == 60
+    (text,) = BinarizedSplit(tmp_path / "out", "test").texts()
+    assert (text.source, text.references) == ("#P1#: hi", ["a", "b", "c"])
+    tokenizers = Tokenizers.load(tmp_path / "out" / "tokenizer")
+    split = BinarizedSplit(tmp_path / "out", "train")
+    assert tokenizers.source.decode(split.source(7)) == lines[7]["dialogue"]
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data (real data sets, not in a fresh clone)")
+def test_real_tatoeba_en_zh_targets_decode_to_the_references(tmp_path: Path) -> None:
+    base = DATA / "tatoeba-en-zh"
+    config = config_from_dict(
+        {
+            "data": {
+                "train": str(base / "train"),
+                "test": str(base / "test"),
+                "source_suffix": "en",
+                "target_suffix": "zh",
+                "tokenizer": {"model_type": "unigram", "vocab_size": 8000, "character_coverage": 0.9995},
+                "output_dir": str(tmp_path / "out"),
+            }
+        }
+    )
+    report = prepare(config, progress=False)
+    assert report.splits["test"].kept == report.splits["test"].read == 1000
+    tokenizers = Tokenizers.load(tmp_path / "out" / "tokenizer")
+    split = BinarizedSplit(tmp_path / "out", "test")
+    exact = sum(
+        tokenizers.target.decode(split.target(i)) == text.target for i, text in enumerate(split.texts())
+    )
+    assert exact >= 990  # all but lines with characters outside the 99.95% coverage

@@ -1,0 +1,187 @@
+"""Tokenizers: round trips on real-ish text, special ids, <sep>, save/load, bad files, source encoding."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqsmith.config import TokenizerConfig
+from seqsmith.data.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SEP,
+    SEP_ID,
+    UNK_ID,
+    CharTokenizer,
+    Tokenizers,
+    WordTokenizer,
+    encode_source,
+    encode_target,
+    sample_lines,
+)
+from seqsmith.errors import SeqsmithError
+from seqsmith.models import interface
+
+ENGLISH = [
+    "Two young, White males are outside near many bushes.",
+    "A man in an orange hat starring at something.",
+    "\"Where's the dog?\"  she asked -- twice!",
+    "Prices rose 3.5% (about $12) in 2023; that's  odd.",
+    "Hi , Tom . <sep> Hello ! How are you ?",
+]
+GERMAN = ["Zwei junge weiße Männer sind im Freien.", "Größe: 1,80 m — ungefähr…", "Ein Hund läuft über die Straße."]
+CHINESE = ["你好，世界。", "他说：“我们明天去北京吧！”", "晚风摇树树还挺", "今天天气很好 , 不是吗？"]
+SPACES = ["  leading and  double  spaces ", "tab\there", "trailing space "]
+TEXTS = ENGLISH + GERMAN + CHINESE + SPACES
+
+
+def corpus(seed: int = 0, size: int = 400) -> list[str]:
+    """Shuffled sentences plus some recombined ones, so SentencePiece has enough to learn from."""
+    rng = random.Random(seed)
+    words = " ".join(TEXTS).split(" ")
+    extra = [" ".join(rng.choices(words, k=rng.randint(2, 9))) for _ in range(size)]
+    return TEXTS * 5 + extra
+
+
+def sentencepiece(tmp_path: Path, **options: object) -> Tokenizers:
+    cfg = TokenizerConfig(kind="sentencepiece", vocab_size=150, **options)  # type: ignore[arg-type]
+    return Tokenizers.train(cfg, corpus(), corpus(1))
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_sentencepiece_round_trip_is_exact(tmp_path: Path, model_type: str) -> None:
+    tokenizers = sentencepiece(tmp_path, model_type=model_type)
+    tokenizer = tokenizers.source
+    assert tokenizers.joint and tokenizers.target is tokenizer and tokenizer.vocab_size == 150
+    for text in TEXTS:
+        ids = tokenizer.encode(text)
+        assert tokenizer.decode(ids) == text
+        assert len(tokenizer.pieces(text)) == len(ids)
+    assert [tokenizer.piece(i) for i in range(5)] == ["<pad>", "<unk>", "<s>", "</s>", SEP]
+
+
+def test_special_ids_agree_with_the_model_interface() -> None:
+    assert (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (
+        interface.PAD_ID,
+        interface.UNK_ID,
+        interface.BOS_ID,
+        interface.EOS_ID,
+    )
+
+
+def test_sep_is_one_token_in_every_tokenizer(tmp_path: Path) -> None:
+    text = "Hi , Tom . <sep> Hello ! <sep> How ?"
+    tokenizers = [
+        sentencepiece(tmp_path).source,
+        Tokenizers.train(TokenizerConfig(kind="char"), [text], [text]).source,
+        Tokenizers.train(TokenizerConfig(kind="word"), [text], [text]).source,
+    ]
+    for tokenizer in tokenizers:
+        ids = tokenizer.encode(text)
+        assert ids.count(SEP_ID) == 2, tokenizer.kind
+        assert tokenizer.decode(ids) == text
+
+
+def test_decode_drops_pad_bos_eos_and_shows_unknowns(tmp_path: Path) -> None:
+    chars = Tokenizers.train(TokenizerConfig(kind="char"), ["ab c"], ["ab c"]).source
+    ids = chars.encode("a?c")
+    assert ids[1] == UNK_ID
+    assert chars.decode([BOS_ID, *ids, EOS_ID, PAD_ID, PAD_ID]) == "a<unk>c"
+    spm = sentencepiece(tmp_path).source
+    assert spm.decode([BOS_ID, *spm.encode("Hello"), EOS_ID, PAD_ID]) == "Hello"
+    assert spm.decode(spm.encode("Hello ☃")) == "Hello <unk>"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([*"你好，世界。 abc\n\t", SEP]), max_size=40).map("".join))
+def test_char_round_trip_is_exact_for_known_characters(text: str) -> None:
+    tokenizer = CharTokenizer.train(["你好，世界。 abc\n\t"], TokenizerConfig(kind="char"))
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert UNK_ID not in tokenizer.encode(text)
+
+
+def test_word_tokenizer_collapses_whitespace_and_caps_the_vocabulary() -> None:
+    texts = [*ENGLISH, *GERMAN, "the cat sat", "the dog  sat\ton the mat", "the end"]
+    tokenizer = WordTokenizer.train(texts, TokenizerConfig(kind="word", vocab_size=16))
+    counts = Counter(word for text in texts for word in text.split() if word != SEP)
+    expected = [w for w, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))][:11]
+    assert tokenizer.symbols[5:] == expected and tokenizer.vocab_size == 16
+    assert tokenizer.decode(tokenizer.encode("  the   sat ")) == "the sat"
+    assert tokenizer.decode(tokenizer.encode("the mat")) == "the <unk>"
+    rare = WordTokenizer.train(texts, TokenizerConfig(kind="word", min_freq=3))
+    assert rare.symbols[5:] == [w for w, c in sorted(counts.items(), key=lambda i: (-i[1], i[0])) if c >= 3]
+
+
+def test_lowercase_is_applied_before_encoding() -> None:
+    cfg = TokenizerConfig(kind="word", lowercase=True)
+    tokenizer = Tokenizers.train(cfg, ["Hello World"], ["HELLO"]).source
+    assert tokenizer.decode(tokenizer.encode("HeLLo WORLD")) == "hello world"
+    assert UNK_ID not in tokenizer.encode("WORLD")
+
+
+@pytest.mark.parametrize("kind", ["sentencepiece", "char", "word"])
+@pytest.mark.parametrize("joint", [True, False])
+def test_save_and_load_give_the_same_ids(tmp_path: Path, kind: str, joint: bool) -> None:
+    cfg = TokenizerConfig(kind=kind, vocab_size=120, joint=joint)  # type: ignore[arg-type]
+    sources, targets = corpus()[:200], [t.upper() for t in corpus(2)[:200]]
+    tokenizers = Tokenizers.train(cfg, sources, targets)
+    tokenizers.save(tmp_path / "tok")
+    loaded = Tokenizers.load(tmp_path / "tok")
+    assert loaded.joint == joint and (loaded.source is loaded.target) == joint
+    description = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    assert description["kind"] == kind
+    for text in TEXTS:
+        assert loaded.source.encode(text) == tokenizers.source.encode(text)
+        assert loaded.target.encode(text.upper()) == tokenizers.target.encode(text.upper())
+    if not joint:  # the target side saw upper case only
+        assert UNK_ID in loaded.target.encode("the") and UNK_ID not in loaded.source.encode("the")
+    assert not list((tmp_path / "tok").glob(".*tmp*"))
+
+
+def test_load_reports_missing_and_damaged_files(tmp_path: Path) -> None:
+    with pytest.raises(SeqsmithError, match="holds no tokenizer; run `seqsmith prepare`"):
+        Tokenizers.load(tmp_path)
+    Tokenizers.train(TokenizerConfig(kind="char"), ["ab"], ["ab"]).save(tmp_path)
+    description = json.loads((tmp_path / "tokenizer.json").read_text())
+    (tmp_path / "tokenizer.json").write_text(json.dumps({**description, "kind": "pickle"}))
+    with pytest.raises(SeqsmithError, match="unknown tokenizer kind 'pickle'"):
+        Tokenizers.load(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(SeqsmithError, match="tokenizer.json is damaged"):
+        Tokenizers.load(tmp_path)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(description))
+    (tmp_path / "joint.vocab").write_text("oops\n")
+    with pytest.raises(SeqsmithError, match=r"joint\.vocab: not a readable char vocabulary"):
+        Tokenizers.load(tmp_path)
+
+
+def test_sentencepiece_vocabulary_too_large_names_the_key() -> None:
+    cfg = TokenizerConfig(kind="sentencepiece", vocab_size=5000)
+    with pytest.raises(SeqsmithError, match="data.tokenizer.vocab_size=5000"):
+        Tokenizers.train(cfg, ["a few words"] * 3, ["ein paar Wörter"] * 3)
+
+
+def test_sample_lines_caps_and_samples_uniformly() -> None:
+    assert sample_lines(iter(["a", "b"]), 5) == ["a", "b"]
+    sample = sample_lines((str(i) for i in range(10_000)), 1000)
+    assert len(sample) == len(set(sample)) == 1000
+    assert sample == sample_lines([str(i) for i in range(10_000)], 1000)  # fixed seed
+    late = sum(int(x) >= 5000 for x in sample)
+    assert 400 < late < 600  # a reservoir, not the first lines
+
+
+def test_encode_source_and_target_truncate_and_add_eos() -> None:
+    tokenizers = Tokenizers.train(TokenizerConfig(kind="word"), ["a b c d e"], ["a b c d e"])
+    ids = tokenizers.source.encode("a b c d e")
+    assert encode_source(tokenizers, "a b c d e", 10) == [*ids, EOS_ID]
+    assert encode_source(tokenizers, "a b c d e", 3) == [*ids[:3], EOS_ID]
+    assert encode_source(tokenizers, "a b c d e", 3, "left") == [*ids[-3:], EOS_ID]
+    assert encode_target(tokenizers, "a b c d e", 2) == ids[:2]
+    assert BOS_ID not in encode_target(tokenizers, "a b", 9)
