@@ -101,7 +101,9 @@ def test_shards_are_disjoint_equal_and_cover_everything(world_size: int) -> None
 
 
 def test_too_few_examples_for_every_rank_gives_each_rank_nothing() -> None:
-    shards = [TokenBatchSampler(np.array([4]), np.array([4]), 100, rank=r, world_size=2).batches(0) for r in (0, 1)]
+    shards = [
+        TokenBatchSampler(np.array([4]), np.array([4]), 100, rank=r, world_size=2).batches(0) for r in (0, 1)
+    ]
     assert shards == [[], []]
 
 

@@ -147,7 +147,7 @@ def test_empty_lines_are_skipped_and_counted_or_an_error(tmp_path: Path) -> None
 def test_unset_split_is_an_error(tmp_path: Path) -> None:
     write(tmp_path / "t.src", "a\n")
     write(tmp_path / "t.tgt", "b\n")
-    with pytest.raises(SeqsmithError, match="data.test is not set"):
+    with pytest.raises(SeqsmithError, match=r"data\.test is not set"):
         list(read_split(config(train=str(tmp_path / "t")), "test"))
 
 

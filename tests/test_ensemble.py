@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import torch
 from toy_model import ToyModel, batch
@@ -11,6 +14,15 @@ from seqsmith.errors import SeqsmithError
 from seqsmith.generation import EnsembleModel, generate_ids
 
 SENTENCES = [[4, 5], [5, 4, 4, 5, 4], [4], [6, 5, 4]]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models decode several times faster on one thread, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_two_copies_of_one_model_decode_like_that_model() -> None:
@@ -38,7 +50,8 @@ def test_steps_average_probabilities_and_attention() -> None:
     src, mask = batch(SENTENCES)
     tgt_in = torch.tensor([[2, 4, 5, 6]] * len(SENTENCES))
     memories = [first.encode(src, mask), second.encode(src, mask)]
-    memory, states, state = ensemble.encode(src, mask), [None, None], None
+    memory, state = ensemble.encode(src, mask), None
+    states: list[Any] = [None, None]
     rows = []
     for t in range(tgt_in.size(1)):
         log_probs, state = ensemble.decode_step(tgt_in[:, t], memory, state)

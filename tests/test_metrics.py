@@ -21,6 +21,7 @@ from seqsmith.errors import SeqsmithError
 from seqsmith.evaluation.metrics import (
     CORPUS_METRICS,
     CJKTokenizer,
+    check_metrics,
     corpus_scores,
     distinct_n,
     evaluate_files,
@@ -228,6 +229,8 @@ def test_count_mismatch_names_counts_and_files(tmp_path: Path) -> None:
         evaluate_files(EN_HYP, [EN_REFS[0], short], ["bleu"])
     assert f"reference file {short} has 1 lines" in str(error.value)
     assert f"hypothesis file {EN_HYP} has 20" in str(error.value)
+    with pytest.raises(SeqsmithError, match=r"wrap one set as \[refs\]"):
+        corpus_scores(["a", "b"], ["a", "b"], ["bleu"])
     with pytest.raises(SeqsmithError, match="nothing to score"):
         corpus_scores([], [[]], ["bleu"])
 
@@ -281,3 +284,34 @@ def test_write_outputs_and_markdown(tmp_path: Path) -> None:
         write_outputs(scores, rows, blocker)
     assert blocker.read_text(encoding="utf-8") == "keep me"
     assert sorted(p.name for p in out.iterdir()) == ["scores.json", "scores.md", "sentences.jsonl"]
+
+
+def test_aliases_and_tokenizer_check() -> None:
+    assert check_metrics(["rouge", "distinct", "bleu", "rouge1"]) == [
+        "rouge1", "rouge2", "rougeL", "rougeLsum", "distinct1", "distinct2", "bleu"
+    ]  # fmt: skip
+    with pytest.raises(SeqsmithError, match=r"unknown BLEU tokenizer 'spm'.*valid: 13a"):
+        corpus_scores(["a"], [["a"]], ["bleu"], bleu_tokenize="spm")
+    with pytest.raises(SeqsmithError, match="no metrics requested"):
+        check_metrics([])
+
+
+SHARED = Path(__file__).parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "dialogsum").is_dir(), reason="shared DialogSum data not present")
+def test_dialogsum_three_references_against_reference_tools(tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in (SHARED / "dialogsum" / "test.jsonl").open(encoding="utf-8")][:150]
+    hyps = [row["summary1"] for row in rows]  # one annotator scored against the other two, and the dialogue
+    refs = [[row["summary2"] for row in rows], [row["summary3"] for row in rows]]
+    scores = corpus_scores(hyps, refs, ["bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL"])
+    paths = []
+    for name, lines in (("hyp", hyps), ("ref2", refs[0]), ("ref3", refs[1])):
+        paths.append(tmp_path / name)
+        paths[-1].write_text("".join(line.replace("\n", " ") + "\n" for line in lines), encoding="utf-8")
+    expected = sacrebleu_cli(paths[0], paths[1:], "--ter-case-sensitive")
+    assert [scores[m]["score"] for m in ("bleu", "chrf", "ter")] == pytest.approx(expected, abs=1e-4)
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
+    best = [scorer.score_multi([refs[0][i], refs[1][i]], h) for i, h in enumerate(hyps)]
+    for name in ("rouge1", "rouge2", "rougeL"):
+        assert scores[name]["score"] == pytest.approx(100 * sum(b[name].fmeasure for b in best) / len(best))

@@ -120,6 +120,12 @@ def test_report_errors(tmp_path: Path) -> None:
         write_report(model_dir, None, [{"source": "a", "hypothesis": "b"}, {"source": "c"}])
     with pytest.raises(SeqsmithError, match="example 1 has attention but no source_tokens"):
         write_report(model_dir, None, [{"source": "a", "hypothesis": "b", "attention": [[1.0]]}])
+    wrong = {**examples()[0], "attention": np.ones((3, 4))}
+    with pytest.raises(
+        SeqsmithError, match=r"example 1: attention weights of shape \(3, 4\) do not match 4 target"
+    ):
+        write_report(model_dir, None, [wrong])
+    assert not (model_dir / "report").exists()  # checked before anything is drawn
     (model_dir / "config.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(SeqsmithError, match=r"config\.json is not valid JSON"):
         write_report(model_dir, None, [])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import torch
-from toy_model import ToyModel, batch, teacher_forced
+from toy_model import OnRequestModel, ToyModel, batch, teacher_forced
 
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
@@ -16,6 +17,15 @@ from seqsmith.generation import Hypothesis, generate_ids
 from seqsmith.models.interface import EOS_ID, UNK_ID, Memory, Seq2SeqModel
 
 SENTENCES = [[4, 5], [5, 4, 4, 5, 4], [4], [5, 5, 4]]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models decode several times faster on one thread, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def config(**options: Any) -> GenerateConfig:
@@ -30,8 +40,9 @@ def reference_score(log_prob: float, length: int, coverage: list[float], options
     return log_prob / divisor[options.length_penalty] + penalty
 
 
-def check_against_model(model: Seq2SeqModel, sentences: list[list[int]], found: list[list[Hypothesis]],
-                        options: GenerateConfig) -> None:
+def check_against_model(
+    model: Seq2SeqModel, sentences: list[list[int]], found: list[list[Hypothesis]], options: GenerateConfig
+) -> None:
     """Every hypothesis carries exactly the scores and attention the model gives its tokens."""
     for sentence, hyps in zip(sentences, found, strict=True):
         src, mask = batch([sentence])
@@ -46,8 +57,9 @@ def check_against_model(model: Seq2SeqModel, sentences: list[list[int]], found: 
             torch.testing.assert_close(hyp.attention, attention)
 
 
-def exhaustive(model: Seq2SeqModel, sentence: list[int], symbols: list[int], max_len: int,
-               options: GenerateConfig) -> list[tuple[float, list[int]]]:
+def exhaustive(
+    model: Seq2SeqModel, sentence: list[int], symbols: list[int], max_len: int, options: GenerateConfig
+) -> list[tuple[float, list[int]]]:
     """Every output up to max_len tokens (EOS forced after max_len), scored by teacher forcing."""
     src, mask = batch([sentence])
     ranked = []
@@ -64,8 +76,15 @@ def exhaustive(model: Seq2SeqModel, sentence: list[int], symbols: list[int], max
 def test_beam_with_room_for_all_candidates_is_exhaustive_search(penalty: str, beta: float) -> None:
     symbols, max_len = [UNK_ID, 4, 5], 3
     total = sum(len(symbols) ** n for n in range(max_len + 1))
-    options = config(beam_size=total, nbest=total, length_penalty=penalty, coverage_penalty=beta,
-                     max_length_a=0.0, max_length_b=max_len, alpha=1.3)
+    options = config(
+        beam_size=total,
+        nbest=total,
+        length_penalty=penalty,
+        coverage_penalty=beta,
+        max_length_a=0.0,
+        max_length_b=max_len,
+        alpha=1.3,
+    )
     for seed in range(4):
         model = ToyModel(vocab_size=6, seed=seed, sharpness=0.7)
         src, mask = batch(SENTENCES[:2])
@@ -79,11 +98,19 @@ def test_beam_with_room_for_all_candidates_is_exhaustive_search(penalty: str, be
 
 def test_every_algorithm_reports_the_models_own_scores() -> None:
     src, mask = batch(SENTENCES)
-    for seed, (method, penalty) in enumerate(itertools.product(["beam", "diverse_beam", "greedy"],
-                                                               ["none", "average", "gnmt"])):
+    for seed, (method, penalty) in enumerate(
+        itertools.product(["beam", "diverse_beam", "greedy"], ["none", "average", "gnmt"])
+    ):
         model = ToyModel(vocab_size=12, seed=seed, sharpness=1.5)
-        options = config(method=method, beam_size=4, groups=2, nbest=1 if method == "greedy" else 3,
-                         length_penalty=penalty, coverage_penalty=0.3, no_repeat_ngram=3)
+        options = config(
+            method=method,
+            beam_size=4,
+            groups=2,
+            nbest=1 if method == "greedy" else 3,
+            length_penalty=penalty,
+            coverage_penalty=0.3,
+            no_repeat_ngram=3,
+        )
         found = generate_ids(model, src, mask, options)
         assert all(hyps for hyps in found)
         check_against_model(model, SENTENCES, found, options)
@@ -137,7 +164,7 @@ def test_output_does_not_depend_on_the_rest_of_the_batch(options: GenerateConfig
             assert [h.score for h in hyps] == pytest.approx([h.score for h in alone], abs=1e-9)
 
 
-def test_finished_sentences_leave_the_batch() -> None:
+def test_finished_sentences_leave_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     model = ToyModel(vocab_size=9, seed=0)
     rows: list[int] = []
     step = model.decode_step
@@ -146,7 +173,7 @@ def test_finished_sentences_leave_the_batch() -> None:
         rows.append(prev.size(0))
         return step(prev, memory, state)
 
-    model.decode_step = counting  # type: ignore[method-assign]
+    monkeypatch.setattr(model, "decode_step", counting)
     src, mask = batch([[4], [5, 4, 4, 5, 4, 5]])
     found = generate_ids(model, src, mask, config(beam_size=3, fixed_length=True))
     assert [len(h[0].tokens) for h in found] == [1, 6]
@@ -164,8 +191,14 @@ def test_ngram_blocking_never_repeats_an_ngram() -> None:
             free, blocked = [], []
             for seed in range(4):
                 model = ToyModel(vocab_size=8, seed=seed, sharpness=3.0)
-                options = config(method=method, beam_size=4, groups=2, nbest=1 if method == "greedy" else 4,
-                                 min_length=6, max_length_b=10)
+                options = config(
+                    method=method,
+                    beam_size=4,
+                    groups=2,
+                    nbest=1 if method == "greedy" else 4,
+                    min_length=6,
+                    max_length_b=10,
+                )
                 free += generate_ids(model, src, mask, options)
                 options = options.model_copy(update={"no_repeat_ngram": n})
                 blocked += generate_ids(model, src, mask, options)
@@ -216,8 +249,9 @@ def test_diverse_beam_with_one_group_is_beam_search() -> None:
 def test_hamming_diversity_pushes_later_groups_to_other_tokens() -> None:
     model = ToyModel(vocab_size=10, seed=3, sharpness=1.0)
     src, mask = batch([[4, 5, 6]])
-    options = config(method="diverse_beam", beam_size=2, groups=2, nbest=2, min_length=1, max_length_a=0.0,
-                     max_length_b=1)
+    options = config(
+        method="diverse_beam", beam_size=2, groups=2, nbest=2, min_length=1, max_length_a=0.0, max_length_b=1
+    )
     first = model(src, mask, torch.tensor([[model.bos_id]]))[0, 0]
     first[[model.pad_id, model.bos_id, model.eos_id]] = float("-inf")
     ranked = first.argsort(descending=True)[:2].tolist()
@@ -246,3 +280,33 @@ def test_model_mode_is_restored() -> None:
     model.train()
     generate_ids(model, *batch(SENTENCES), config())
     assert model.training
+
+
+def test_coverage_penalty_switches_attention_on_for_the_call() -> None:
+    model = OnRequestModel(vocab_size=8, seed=1)
+    reference = ToyModel(vocab_size=8, seed=1)
+    src, mask = batch(SENTENCES)
+    options = config(beam_size=3, coverage_penalty=0.5)
+    found = generate_ids(model, src, mask, options)
+    assert [h[0].score for h in found] == [h[0].score for h in generate_ids(reference, src, mask, options)]
+    assert not model.need_attention
+    assert all(h.attention is None for hyps in generate_ids(model, src, mask, config()) for h in hyps)
+
+
+def test_search_stops_when_no_live_beam_can_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ToyModel(vocab_size=8, seed=4, sharpness=2.0)  # its best output, [6], ends early
+    calls: list[int] = []
+    step = model.decode_step
+
+    def counting(prev: torch.Tensor, memory: Memory, state: Any) -> Any:
+        calls.append(prev.size(0))
+        return step(prev, memory, state)
+
+    monkeypatch.setattr(model, "decode_step", counting)
+    for penalty, most in (("none", 6), ("gnmt", 20)):
+        calls.clear()
+        found = generate_ids(
+            model, *batch([[4, 5]]), config(beam_size=3, length_penalty=penalty, max_length_b=40)
+        )
+        assert found[0][0].tokens == [6]
+        assert len(calls) <= most  # not the 42 steps that max length allows

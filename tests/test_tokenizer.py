@@ -32,11 +32,15 @@ from seqsmith.models import interface
 ENGLISH = [
     "Two young, White males are outside near many bushes.",
     "A man in an orange hat starring at something.",
-    "\"Where's the dog?\"  she asked -- twice!",
+    '"Where\'s the dog?"  she asked -- twice!',
     "Prices rose 3.5% (about $12) in 2023; that's  odd.",
     "Hi , Tom . <sep> Hello ! How are you ?",
 ]
-GERMAN = ["Zwei junge weiße Männer sind im Freien.", "Größe: 1,80 m — ungefähr…", "Ein Hund läuft über die Straße."]
+GERMAN = [
+    "Zwei junge weiße Männer sind im Freien.",
+    "Größe: 1,80 m — ungefähr…",
+    "Ein Hund läuft über die Straße.",
+]
 CHINESE = ["你好，世界。", "他说：“我们明天去北京吧！”", "晚风摇树树还挺", "今天天气很好 , 不是吗？"]
 SPACES = ["  leading and  double  spaces ", "tab\there", "trailing space "]
 TEXTS = ENGLISH + GERMAN + CHINESE + SPACES
@@ -51,7 +55,7 @@ def corpus(seed: int = 0, size: int = 400) -> list[str]:
 
 
 def sentencepiece(tmp_path: Path, **options: object) -> Tokenizers:
-    cfg = TokenizerConfig(kind="sentencepiece", vocab_size=150, **options)  # type: ignore[arg-type]
+    cfg = TokenizerConfig(kind="sentencepiece", vocab_size=150, **options)
     return Tokenizers.train(cfg, corpus(), corpus(1))
 
 
@@ -129,7 +133,7 @@ def test_lowercase_is_applied_before_encoding() -> None:
 @pytest.mark.parametrize("kind", ["sentencepiece", "char", "word"])
 @pytest.mark.parametrize("joint", [True, False])
 def test_save_and_load_give_the_same_ids(tmp_path: Path, kind: str, joint: bool) -> None:
-    cfg = TokenizerConfig(kind=kind, vocab_size=120, joint=joint)  # type: ignore[arg-type]
+    cfg = TokenizerConfig(kind=kind, vocab_size=120, joint=joint)
     sources, targets = corpus()[:200], [t.upper() for t in corpus(2)[:200]]
     tokenizers = Tokenizers.train(cfg, sources, targets)
     tokenizers.save(tmp_path / "tok")
@@ -154,7 +158,7 @@ def test_load_reports_missing_and_damaged_files(tmp_path: Path) -> None:
     with pytest.raises(SeqsmithError, match="unknown tokenizer kind 'pickle'"):
         Tokenizers.load(tmp_path)
     (tmp_path / "tokenizer.json").write_text("{not json")
-    with pytest.raises(SeqsmithError, match="tokenizer.json is damaged"):
+    with pytest.raises(SeqsmithError, match=r"tokenizer\.json is damaged"):
         Tokenizers.load(tmp_path)
     (tmp_path / "tokenizer.json").write_text(json.dumps(description))
     (tmp_path / "joint.vocab").write_text("oops\n")
@@ -164,7 +168,7 @@ def test_load_reports_missing_and_damaged_files(tmp_path: Path) -> None:
 
 def test_sentencepiece_vocabulary_too_large_names_the_key() -> None:
     cfg = TokenizerConfig(kind="sentencepiece", vocab_size=5000)
-    with pytest.raises(SeqsmithError, match="data.tokenizer.vocab_size=5000"):
+    with pytest.raises(SeqsmithError, match=r"data\.tokenizer\.vocab_size=5000"):
         Tokenizers.train(cfg, ["a few words"] * 3, ["ein paar Wörter"] * 3)
 
 

@@ -51,10 +51,9 @@ def test_rnn_trains_and_generates(tmp_path: Path) -> None:
 
 
 RUNNER = """
-import sys, json
-from seqsmith.config import load_config
-from seqsmith.training.trainer import train
-train(load_config(sys.argv[1]), show_progress=False)
+import sys
+from seqsmith import api
+api.train(api.load_config(sys.argv[1]), show_progress=False)
 """
 
 
@@ -75,12 +74,12 @@ def run_training(config_path: Path, kill_after_checkpoint: bool) -> None:
 
 def test_sigkill_and_resume_gives_the_same_losses(tmp_path: Path) -> None:
     steps = 120
-    reference = tiny_config(tmp_path / "a", train={"max_steps": steps, "validate_every": 60})
+    reference = tiny_config(tmp_path / "a", train={"max_steps": steps, "max_epochs": 100, "validate_every": 60})
     api.prepare(reference, show_progress=False)
     api.train(reference, show_progress=False)
     expected = losses(Path(reference.train.model_dir))
 
-    resumed = tiny_config(tmp_path / "b", train={"max_steps": steps, "validate_every": 60})
+    resumed = tiny_config(tmp_path / "b", train={"max_steps": steps, "max_epochs": 100, "validate_every": 60})
     config_path = tmp_path / "b" / "config.yaml"
     save_config(resumed, config_path)
     run_training(config_path, kill_after_checkpoint=True)

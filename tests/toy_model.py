@@ -8,6 +8,7 @@ on which sentences share a batch.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -81,6 +82,20 @@ class ToyModel(Seq2SeqModel):
             log_probs, state = self.decode_step(tgt_in[:, t], memory, state)
             steps.append(log_probs)
         return torch.stack(steps, dim=1)
+
+
+class OnRequestModel(ToyModel):
+    """Exposes attention only while ``need_attention`` is set, as the Transformer does."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.need_attention = False
+
+    def decode_step(
+        self, prev_ids: Tensor, memory: Memory, state: ToyState | BlindState | None
+    ) -> tuple[Tensor, ToyState | BlindState]:
+        log_probs, new = super().decode_step(prev_ids, memory, state)
+        return log_probs, new if self.need_attention else BlindState(new.hidden)
 
 
 def batch(sentences: list[list[int]]) -> tuple[Tensor, Tensor]:

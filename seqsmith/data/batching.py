@@ -94,8 +94,8 @@ class TokenBatchSampler:
     ) -> None:
         if not 0 <= rank < world_size:
             raise SeqsmithError(f"rank {rank} must lie in [0, world_size={world_size})")
-        self.source_sizes = np.asarray(source_lengths, dtype=np.int64)
-        self.target_sizes = np.asarray(target_lengths, dtype=np.int64) + 1
+        self.source_sizes = np.asarray(source_lengths, dtype=np.int32)
+        self.target_sizes = np.asarray(target_lengths, dtype=np.int32) + 1
         if len(self.source_sizes) != len(self.target_sizes):
             raise SeqsmithError("source_lengths and target_lengths must have the same length")
         longest = int(max(self.source_sizes.max(initial=0), self.target_sizes.max(initial=0)))
@@ -116,10 +116,8 @@ class TokenBatchSampler:
     def _cut(self, order: np.ndarray) -> list[np.ndarray]:
         starts, count, longest = [0], 0, 0
         budget = self.batch_tokens
-        for position, (source, target) in enumerate(
-            zip(self.source_sizes[order].tolist(), self.target_sizes[order].tolist(), strict=True)
-        ):
-            size = max(source, target)
+        sizes = np.maximum(self.source_sizes, self.target_sizes)[order].tolist()
+        for position, size in enumerate(sizes):
             if (count + 1) * max(longest, size) > budget:
                 starts.append(position)
                 count, longest = 0, 0
@@ -159,7 +157,12 @@ class TokenBatchSampler:
         return real / padded if padded else 1.0
 
 
+RELEASE_EVERY = 64  # batches between dropping the memory-mapped pages read so far
+
+
 def iterate(split: BinarizedSplit, sampler: TokenBatchSampler, epoch: int, start: int = 0) -> Iterator[Batch]:
     """The epoch's batches for this rank from batch ``start`` on (resume exactly where training stopped)."""
-    for indices in sampler.batches(epoch)[start:]:
+    for number, indices in enumerate(sampler.batches(epoch)[start:], start=1):
         yield collate(split, indices)
+        if number % RELEASE_EVERY == 0:
+            split.release()

@@ -16,6 +16,7 @@ files intact.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import sys
 from array import array
@@ -172,7 +173,7 @@ def _open_ids(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
 
 
 class BinarizedSplit:
-    """Read-only view of a binarized split; ids are memory-mapped, only the offsets live in RAM."""
+    """Read-only view of a binarized split: ids and offsets are memory-mapped, only lengths live in RAM."""
 
     def __init__(self, directory: str | Path, split: str) -> None:
         self.directory, self.split = Path(directory), split
@@ -185,7 +186,9 @@ class BinarizedSplit:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             dtype, count = np.dtype(meta["dtype"]), int(meta["examples"])
-            self.offsets = [np.load(self.directory / f"{split}.{side}.idx.npy") for side in SIDES]
+            self.offsets = [
+                np.load(self.directory / f"{split}.{side}.idx.npy", mmap_mode="r") for side in SIDES
+            ]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise SeqsmithError(
                 f"{meta_path} or its index files are damaged ({error}); re-run prepare"
@@ -201,6 +204,15 @@ class BinarizedSplit:
         self.has_texts = bool(meta.get("texts", False))
         self.source_lengths = np.diff(self.offsets[0]).astype(np.int32)
         self.target_lengths = np.diff(self.offsets[1]).astype(np.int32)
+        self.release()
+
+    def release(self) -> None:
+        """Drop mapped pages from this process's resident memory (the OS page cache still holds them), so
+        reading a whole epoch does not grow the process with the corpus; ``iterate`` calls it regularly."""
+        for mapped in [*self.ids, *self.offsets]:
+            mapping = getattr(mapped, "_mmap", None)  # numpy.memmap's mmap object
+            if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+                mapping.madvise(mmap.MADV_DONTNEED)
 
     def __len__(self) -> int:
         return len(self.source_lengths)

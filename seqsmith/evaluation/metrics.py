@@ -89,7 +89,7 @@ def read_lines(path: Path, role: str = "file") -> list[str]:
 
 def check_metrics(metrics: Sequence[str], valid: Sequence[str] = CORPUS_METRICS) -> list[str]:
     """Canonical names (case-insensitive; "rouge" and "distinct" expand); unknown names are an error."""
-    by_lower = {name.lower(): (name,) for name in valid}
+    by_lower: dict[str, tuple[str, ...]] = {name.lower(): (name,) for name in valid}
     by_lower.update({alias: names for alias, names in ALIASES.items() if set(names) <= set(valid)})
     unknown = [name for name in metrics if name.lower() not in by_lower]
     if unknown or not metrics:
@@ -118,6 +118,10 @@ def check_counts(
         raise SeqsmithError(f"{hyp_name} is empty: there is nothing to score")
     if not references:
         raise SeqsmithError("no references given: pass at least one reference set")
+    if isinstance(references, str) or any(isinstance(refs, str) for refs in references):
+        raise SeqsmithError(
+            "references must be a list of reference sets (lists of lines); wrap one set as [refs]"
+        )
     for index, refs in enumerate(references):
         if len(refs) != len(hypotheses):
             ref_name = ref_names[index] if ref_names else f"reference set {index + 1}"
@@ -373,3 +377,10 @@ def write_outputs(
             written[2], "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in per_sentence)
         )
     return written
+
+
+def reference_sets(per_example: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Per-example reference lists -> reference sets (sacrebleu's layout); an example with fewer
+    references than the most repeats its last one, which leaves max-over-references scores unchanged."""
+    width = max((len(refs) for refs in per_example), default=0)
+    return [[refs[min(k, len(refs) - 1)] for refs in per_example] for k in range(width)]

@@ -170,8 +170,7 @@ def beam_search(
         active, vocab = ids.numel(), scores.size(1)
         scores = scores.view(active, k, vocab)
         candidates = (search_score.unsqueeze(2) + scores).view(active, groups, width * vocab)
-        totals = (log_prob.unsqueeze(2) + scores).view(active, groups, width * vocab)
-        live, ends = _choose(candidates, totals, vocab, model.eos_id, config.diversity)
+        live, ends = _choose(candidates, log_prob, scores, model.eos_id, config.diversity)
 
         base = (torch.arange(active, device=device) * k).unsqueeze(1)
         end_rows = base + ends["beam"]
@@ -220,29 +219,32 @@ def beam_search(
 
 
 def _choose(
-    candidates: Tensor, totals: Tensor, vocab: int, eos: int, diversity: float
+    candidates: Tensor, log_prob: Tensor, scores: Tensor, eos: int, diversity: float
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Pick, group after group, the live beams and the EOS candidates of one step.
 
     ``candidates`` (sentences, groups, width * vocab) are the search scores (log-prob minus diversity
-    penalties so far) of every one-token extension, ``totals`` their plain log-probs. A group's scores
+    penalties so far) of every one-token extension; ``log_prob`` (sentences, K) and ``scores``
+    (sentences, K, vocab) give the plain log-probs of the chosen ones. A group's scores
     are lowered by ``diversity`` times the number of earlier groups' live beams that chose the same
     token at this step (Hamming diversity). Returned beams index the sentence's K beams.
     """
     active, groups, flat = candidates.shape
+    vocab = scores.size(2)
     width = flat // vocab
+    token_scores = scores.view(active, -1)
     take = min(2 * width, flat)
     counts = torch.zeros(active, vocab, dtype=candidates.dtype, device=candidates.device)
     rank = torch.arange(take, device=candidates.device)
     live: dict[str, list[Tensor]] = {"beam": [], "token": [], "log_prob": [], "search": []}
     ends: dict[str, list[Tensor]] = {"beam": [], "log_prob": [], "ok": []}
     for g in range(groups):
-        scores = candidates[:, g]
+        group = candidates[:, g]
         if g and diversity:
-            scores = scores - diversity * counts.repeat(1, width)
-        top, index = scores.topk(take, dim=1)
+            group = group - diversity * counts.repeat(1, width)
+        top, index = group.topk(take, dim=1)
         beam, token = index // vocab + g * width, index % vocab
-        total = totals[:, g].gather(1, index)
+        total = log_prob.gather(1, beam) + token_scores.gather(1, index + g * flat)
         is_eos = token == eos
         keep = (rank + is_eos * take).topk(width, dim=1, largest=False).indices  # first non-EOS, in order
         token_kept = token.gather(1, keep)

@@ -67,16 +67,8 @@ def sample(
             prev = tokens
             continue
         flags = ended.tolist()
-        _collect(
-            history,
-            [a for a, flag in enumerate(flags) if flag],
-            ids,
-            results,
-            memory.mask,
-            src_mask,
-            config,
-            draws,
-        )
+        done = [a for a, flag in enumerate(flags) if flag]
+        _collect(history, done, ids, results, memory.mask, src_mask, config, draws)
         keep = [a for a, flag in enumerate(flags) if not flag]
         if not keep:
             break

@@ -26,7 +26,7 @@ from seqsmith.data.batching import TokenBatchSampler, collate
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
-from seqsmith.evaluation.metrics import corpus_scores
+from seqsmith.evaluation.metrics import corpus_scores, reference_sets
 from seqsmith.fileio import atomic_path
 from seqsmith.generation.generator import decode_split
 from seqsmith.models.build import describe
@@ -165,7 +165,14 @@ class Trainer:
             greedy = GenerateConfig(method="greedy", batch_tokens=self.config.generate.batch_tokens)
             hypotheses = decode_split(model, self.dev_split, self.tokenizers, greedy)
             references = [json.loads(line)["references"] for line in self._dev_rows()]
-            scores = corpus_scores([h[0] for h in hypotheses], [list(r) for r in zip(*references)], ["bleu"])
+            evaluate = self.config.evaluate
+            scores = corpus_scores(
+                [h[0] for h in hypotheses],
+                reference_sets(references),
+                ["bleu"],
+                evaluate.bleu_tokenize,
+                evaluate.lowercase,
+            )
             result["bleu"] = scores["bleu"]["score"]
         model.train()
         return result
@@ -286,7 +293,7 @@ class Trainer:
                 loss = loss + penalty / len(batches)
             if not torch.isfinite(loss):
                 raise SeqsmithError(
-                    f"the training loss became {float(loss)} at step {step}; lower train.lr, raise "
+                    f"the training loss became {float(loss.detach())} at step {step}; lower train.lr, raise "
                     "train.warmup_steps, set train.clip_grad_norm, or turn off train.bf16"
                 )
             loss.backward()
