@@ -20,6 +20,7 @@ from seqsmith.evaluation.metrics import (
     corpus_scores,
     evaluate_files,
     format_markdown,
+    reference_sets,
     sentence_scores,
     write_outputs,
 )
@@ -86,10 +87,7 @@ def evaluate_model(
     split = split or settings["split"]
     rows = _split_rows(generator, split)
     hypotheses = generator.generate([row["source"] for row in rows])
-    width = max(len(row["references"]) for row in rows)
-    references = [
-        [row["references"][min(k, len(row["references"]) - 1)] for row in rows] for k in range(width)
-    ]
+    references = reference_sets([row["references"] for row in rows])
     names = metrics or settings["metrics"]
     scores = corpus_scores(hypotheses, references, names, settings["bleu_tokenize"], settings["lowercase"])
     exact = sum(h in row["references"] for h, row in zip(hypotheses, rows)) / len(rows)
