@@ -157,7 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    listed = "options" if hasattr(args, "options") else "overrides" if hasattr(args, "overrides") else None
+    if extra and (listed is None or not all("=" in item and not item.startswith("-") for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra and listed:
+        setattr(args, listed, [*getattr(args, listed), *extra])  # key=value items given after options
     try:
         args.func(args)
     except SeqsmithError as error:

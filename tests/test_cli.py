@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import datetime
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_config
+
+from seqsmith.cli import main
+from seqsmith.config import save_config
+from seqsmith.demo import make_pairs, spell_date
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp_path = tmp_path_factory.mktemp("cli")
+    config = tiny_config(tmp_path, train={"max_steps": 60, "validate_every": 30, "keep_best": 2})
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
+    assert main(["prepare", str(config_path)]) == 0
+    assert main(["train", str(config_path), "train.max_steps=60"]) == 0
+    return config_path, Path(config.train.model_dir)
+
+
+def test_generate_from_file_writes_one_line_per_input(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    _, model_dir = trained
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("alpha beta\ngamma delta eps\nzeta\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    assert main(["generate", str(model_dir), "-i", str(inputs), "-o", str(out), "beam_size=3"]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
+    jsonl = tmp_path / "out.jsonl"
+    assert main(["generate", str(model_dir), "-i", str(inputs), "-o", str(jsonl), "--jsonl", "method=beam", "nbest=2"]) == 0
+    rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 3 and all(len(r) == 2 and r[0]["score"] >= r[1]["score"] for r in rows)
+
+
+def test_evaluate_model_and_files(trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _, model_dir = trained
+    assert main(["evaluate", str(model_dir)]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert {"bleu", "chrf", "exact_match"} <= set(scores)
+    hyp = model_dir / "eval" / "test" / "hypotheses.txt"
+    assert len(hyp.read_text(encoding="utf-8").splitlines()) == 40
+    ref = tmp_path / "ref.txt"
+    ref.write_text(hyp.read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["evaluate", "--hyp", str(hyp), "--ref", str(ref), "--metrics", "bleu"]) == 0
+    assert "| bleu | 100.00 |" in capsys.readouterr().out
+
+
+def test_average_and_report(trained: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    _, model_dir = trained
+    assert main(["average", str(model_dir)]) == 0
+    assert Path(capsys.readouterr().out.strip()).is_file()
+    assert main(["report", str(model_dir), "--examples", "2"]) == 0
+    page = Path(capsys.readouterr().out.strip())
+    html = page.read_text(encoding="utf-8")
+    assert page.name == "index.html" and "<img" in html
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqsmith: error: config file") and "Traceback" not in err
+    config = tiny_config(tmp_path)
+    path = tmp_path / "c.json"
+    save_config(config, path)
+    assert main(["train", str(path), "train.bogus=1"]) == 2
+    assert "train.bogus: unknown key" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "nowhere"), "-i", str(path)]) == 2
+    assert "model directory" in capsys.readouterr().err
+
+
+def test_demo_corpus_is_deterministic_and_correct() -> None:
+    pairs = make_pairs(300, seed=3)
+    assert pairs == make_pairs(300, seed=3) and pairs != make_pairs(300, seed=4)
+    for source, target in pairs:
+        date = datetime.date.fromisoformat(target)
+        assert 1950 <= date.year <= 2049
+        assert str(date.day) in source or f"{date.day:02d}" in source
+    rng = random.Random(0)
+    spellings = {spell_date(datetime.date(2021, 3, 5), rng) for _ in range(200)}
+    assert len(spellings) > 10 and any("march" in s.lower() for s in spellings)
