@@ -12,14 +12,15 @@ from seqsmith.config import Config, config_from_dict
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason=f"real data sets not found at {SHARED_DATA} (a fresh clone has no ../shared)"
+    not SHARED_DATA.is_dir(),
+    reason=f"real data sets not found at {SHARED_DATA} (a fresh clone has no ../shared)",
 )
 
 
 def write_reverse_corpus(directory: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, Path]:
     """Word sequences and their reversal: a task a tiny model learns in a few hundred steps."""
     rng = random.Random(seed)
-    words = "alpha beta gamma delta eps zeta eta theta iota kappa".split()
+    words = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa"]
     paths = {}
     directory.mkdir(parents=True, exist_ok=True)
     for split, count in sizes.items():
@@ -35,7 +36,14 @@ def write_reverse_corpus(directory: Path, sizes: dict[str, int], seed: int = 0) 
 def tiny_config(tmp_path: Path, arch: str = "transformer", **sections: dict[str, Any]) -> Config:
     paths = write_reverse_corpus(tmp_path / "corpus", {"train": 400, "dev": 40, "test": 40})
     model: dict[str, Any] = (
-        {"arch": "transformer", "d_model": 32, "heads": 2, "ffn_dim": 64, "encoder_layers": 1, "decoder_layers": 1}
+        {
+            "arch": "transformer",
+            "d_model": 32,
+            "heads": 2,
+            "ffn_dim": 64,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+        }
         if arch == "transformer"
         else {"arch": "rnn", "embed_dim": 32, "hidden_dim": 32}
     )

@@ -33,12 +33,29 @@ def test_generate_from_file_writes_one_line_per_input(trained: tuple[Path, Path]
     assert main(["generate", str(model_dir), "-i", str(inputs), "-o", str(out), "beam_size=3"]) == 0
     assert len(out.read_text(encoding="utf-8").splitlines()) == 3
     jsonl = tmp_path / "out.jsonl"
-    assert main(["generate", str(model_dir), "-i", str(inputs), "-o", str(jsonl), "--jsonl", "method=beam", "nbest=2"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(model_dir),
+                "-i",
+                str(inputs),
+                "-o",
+                str(jsonl),
+                "--jsonl",
+                "method=beam",
+                "nbest=2",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 3 and all(len(r) == 2 and r[0]["score"] >= r[1]["score"] for r in rows)
 
 
-def test_evaluate_model_and_files(trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_model_and_files(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     _, model_dir = trained
     assert main(["evaluate", str(model_dir)]) == 0
     scores = json.loads(capsys.readouterr().out)

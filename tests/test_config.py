@@ -53,7 +53,9 @@ def test_impossible_model_values(tmp_path: Path, model: str, key: str) -> None:
 
 def test_cross_section_check() -> None:
     with pytest.raises(SeqsmithError, match="share_embeddings needs data.tokenizer.joint"):
-        config_from_dict({"data": {"train": "x", "tokenizer": {"joint": False}}, "model": {"share_embeddings": True}})
+        config_from_dict(
+            {"data": {"train": "x", "tokenizer": {"joint": False}}, "model": {"share_embeddings": True}}
+        )
 
 
 def test_training_needs_a_budget() -> None:
@@ -105,7 +107,9 @@ def test_reference_config_documents_every_option() -> None:
     path = REPO / "configs" / "reference.yaml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     load_config(path)
-    for section, model in [(name, info.annotation) for name, info in Config.model_fields.items() if name != "model"]:
+    for section, model in [
+        (name, info.annotation) for name, info in Config.model_fields.items() if name != "model"
+    ]:
         assert set(raw[section]) == set(model.model_fields), section  # type: ignore[union-attr]
     assert set(raw["data"]["tokenizer"]) == set(TokenizerConfig.model_fields)
     assert set(raw["model"]) == set(TransformerConfig.model_fields)

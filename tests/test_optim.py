@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -16,7 +17,7 @@ def test_inverse_sqrt_peaks_at_warmup_then_decays() -> None:
     rates = [learning_rate(c, s, None, 256) for s in range(1, 1001)]
     assert max(rates) == pytest.approx(1e-3) and rates.index(max(rates)) == 99
     assert rates[399] == pytest.approx(1e-3 * math.sqrt(100 / 400))
-    assert all(a < b for a, b in zip(rates[:99], rates[1:100]))
+    assert all(a < b for a, b in itertools.pairwise(rates[:100]))
 
 
 def test_noam_matches_the_paper_formula() -> None:
@@ -40,7 +41,12 @@ def test_plateau_factor_scales_constant_rate() -> None:
 
 @pytest.mark.parametrize(
     ("name", "kind"),
-    [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop), ("sgd", torch.optim.SGD)],
+    [
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+        ("rmsprop", torch.optim.RMSprop),
+        ("sgd", torch.optim.SGD),
+    ],
 )
 def test_optimizers(name: str, kind: type) -> None:
     layer = torch.nn.Linear(3, 2)

@@ -7,7 +7,9 @@ from conftest import tiny_config
 
 from seqsmith import api
 
-fastapi = pytest.importorskip("fastapi", reason="serving needs the serve extra: pip install 'seqsmith[serve]'")
+fastapi = pytest.importorskip(
+    "fastapi", reason="serving needs the serve extra: pip install 'seqsmith[serve]'"
+)
 from fastapi.testclient import TestClient  # noqa: E402
 
 from seqsmith.serving.app import MAX_TEXTS, create_app  # noqa: E402
@@ -31,7 +33,9 @@ def test_generate_matches_the_python_api(client: TestClient, model_dir: Path) ->
     response = client.post("/generate", json={"texts": texts, "options": {"beam_size": 3}})
     assert response.status_code == 200
     assert response.json()["outputs"] == api.load(model_dir).generate(texts, beam_size=3)
-    nbest = client.post("/generate", json={"texts": texts, "options": {"beam_size": 3, "nbest": 2}, "nbest": True})
+    nbest = client.post(
+        "/generate", json={"texts": texts, "options": {"beam_size": 3, "nbest": 2}, "nbest": True}
+    )
     assert [len(n) for n in nbest.json()["outputs"]] == [2, 2]
 
 
@@ -53,7 +57,9 @@ def test_page_and_health(client: TestClient) -> None:
         ({"texts": ["alpha"], "options": {"beem": 3}}, 400, "unknown generation option"),
     ],
 )
-def test_malformed_requests_get_clear_errors(client: TestClient, body: dict, status: int, fragment: str) -> None:
+def test_malformed_requests_get_clear_errors(
+    client: TestClient, body: dict, status: int, fragment: str
+) -> None:
     response = client.post("/generate", json=body)
     assert response.status_code == status
     assert fragment in str(response.json()["detail"])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from conftest import tiny_config
+from safetensors.torch import load_file
 
 from seqsmith import api
 from seqsmith.config import save_config
@@ -30,7 +30,13 @@ def test_training_writes_a_complete_model_directory(tmp_path: Path) -> None:
     result = api.train(config, show_progress=False)
     model_dir = Path(config.train.model_dir)
     assert result.steps == 40 and "max_steps" in result.stop_reason
-    for name in ("config.json", "model.safetensors", "tokenizer", "train_log.jsonl", "checkpoints/index.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer",
+        "train_log.jsonl",
+        "checkpoints/index.json",
+    ):
         assert (model_dir / name).exists(), name
     rows = [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
     valid = [r for r in rows if r["kind"] == "valid"]
@@ -59,7 +65,9 @@ api.train(api.load_config(sys.argv[1]), show_progress=False)
 
 def run_training(config_path: Path, kill_after_checkpoint: bool) -> None:
     """Train in a child process; optionally SIGKILL it right after its first checkpoint appears."""
-    child = subprocess.Popen([sys.executable, "-c", RUNNER, str(config_path)], env={**os.environ, "PYTHONHASHSEED": "0"})
+    child = subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(config_path)], env={**os.environ, "PYTHONHASHSEED": "0"}
+    )
     index = config_path.parent / "model" / "checkpoints" / "index.json"
     if kill_after_checkpoint:
         deadline = time.monotonic() + 120
@@ -74,7 +82,9 @@ def run_training(config_path: Path, kill_after_checkpoint: bool) -> None:
 
 def test_sigkill_and_resume_gives_the_same_losses(tmp_path: Path) -> None:
     steps = 120
-    reference = tiny_config(tmp_path / "a", train={"max_steps": steps, "max_epochs": 100, "validate_every": 60})
+    reference = tiny_config(
+        tmp_path / "a", train={"max_steps": steps, "max_epochs": 100, "validate_every": 60}
+    )
     api.prepare(reference, show_progress=False)
     api.train(reference, show_progress=False)
     expected = losses(Path(reference.train.model_dir))
@@ -109,7 +119,9 @@ def test_changed_architecture_in_the_same_model_dir_is_refused(tmp_path: Path) -
 
 
 def test_nan_loss_stops_with_the_step(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, train={"max_steps": 50, "lr": 1e30, "warmup_steps": 0, "clip_grad_norm": None})
+    config = tiny_config(
+        tmp_path, train={"max_steps": 50, "lr": 1e30, "warmup_steps": 0, "clip_grad_norm": None}
+    )
     with pytest.raises(SeqsmithError, match="at step"):
         api.train(config, show_progress=False)
 

@@ -51,7 +51,9 @@ def create_app(generator: Generator) -> FastAPI:
             if not text.strip():
                 raise HTTPException(400, f"texts[{position}] is empty; send at least one non-space character")
             if len(text) > MAX_CHARS:
-                raise HTTPException(400, f"texts[{position}] has {len(text)} characters; the limit is {MAX_CHARS}")
+                raise HTTPException(
+                    400, f"texts[{position}] has {len(text)} characters; the limit is {MAX_CHARS}"
+                )
         try:
             with lock:
                 results = generator.generate_full(request.texts, **request.options)
