@@ -5,8 +5,8 @@
 Each step runs in its own subprocess and its peak RSS is the child's ``ru_maxrss`` (from ``os.wait4``), so
 steps do not hide each other's peaks. ``baseline`` is a child that only imports torch and the batching module;
 the 1k slice shows the fixed cost of the code path (libtorch pages touched by the first batch). What grows
-with the corpus is only the per-example index (lengths and batch index arrays, ~40 bytes an example): the
-memory-mapped ids are released from the resident set while iterating. Run from the repository root,
+with the corpus is only the per-example index (offsets, lengths, the sampler's sort and batch arrays, ~60
+bytes an example): batches are read with pread, so no token ids stay resident. Run from the repository root,
 beside ../shared.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from seqsmith.data.atomic import atomic_write_text
+from seqsmith.fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"1k": 1_000, "100k": 100_000, "all": None}  # 1k: the fixed cost of the code path

@@ -8,14 +8,21 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Make a file's content or a directory's renames durable; harmless where directories can't be opened."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 @contextlib.contextmanager
@@ -23,9 +30,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is fsynced and renamed onto ``target``."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    temporary = Path(name)
+    temporary = temporary_name(target)
     try:
         yield temporary
         fsync_path(temporary)
@@ -35,9 +40,20 @@ def atomic_path(target: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_open(target: Path) -> Iterator[BinaryIO]:
+    """A binary file handle whose content replaces ``target`` only when the block succeeds."""
+    with atomic_path(target) as temporary, open(temporary, "wb") as handle:
+        yield handle
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    with atomic_open(target) as handle:
+        handle.write(data)
+
+
 def atomic_write_text(target: Path, text: str) -> None:
-    with atomic_path(target) as temporary:
-        temporary.write_text(text, encoding="utf-8")
+    atomic_write_bytes(target, text.encode("utf-8"))
 
 
 @contextlib.contextmanager

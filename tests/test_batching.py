@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,31 @@ def test_multi30k_padding_efficiency_at_4096_tokens(tmp_path: Path) -> None:
     sampler = TokenBatchSampler(split.source_lengths, split.target_lengths, 4096, seed=1)
     assert sampler.padding_efficiency(0) >= 0.9
     check_epoch(sampler, split.source_lengths, split.target_lengths, 0)
+
+
+def resident_kib(path: Path) -> int:
+    """Resident size of this process's mappings of ``path``, from /proc/self/smaps."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/smaps").is_file(), reason="needs Linux /proc to read resident memory"
+)
+def test_collate_keeps_no_pages_of_the_corpus_resident(tmp_path: Path) -> None:
+    split, _ = make_split(tmp_path, 20_000)
+    path = (tmp_path / "train.source.bin").resolve()
+    assert path.stat().st_size > 500_000
+    split.source(123).sum()
+    split.source(15_000).sum()
+    assert resident_kib(path) > 0  # reading through the map makes pages resident ...
+    split.release()
+    assert resident_kib(path) == 0  # ... release drops them ...
+    batch = collate(split, np.arange(0, 20_000, 7))
+    assert resident_kib(path) == 0  # ... and collate reads without the map
+    assert batch.src[5].tolist()[: split.source_lengths[35]] == split.source(35).tolist()

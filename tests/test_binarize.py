@@ -41,6 +41,9 @@ def test_memmap_equals_the_written_ids(tmp_path: Path, vocab_size: int, dtype: t
         assert split.target(i).tolist() == target
         if i % 100 == 0:
             split.release()  # pages dropped from memory are read again from the file
+    order = np.random.default_rng(1).permutation(len(pairs))
+    assert [row.tolist() for row in split.rows(0, order)] == [pairs[i][0] for i in order]
+    assert [row.tolist() for row in split.rows(1, order)] == [pairs[i][1] for i in order]
     expected_size = sum(len(s) for s, _ in pairs) * np.dtype(dtype).itemsize
     assert (tmp_path / "train.source.bin").stat().st_size == expected_size
     assert not list(tmp_path.glob(".*tmp*"))

@@ -56,10 +56,9 @@ def collate(split: BinarizedSplit, indices: np.ndarray) -> Batch:
     tgt_in = np.full((size, target_width), PAD_ID, dtype=np.int64)
     tgt_out = np.full((size, target_width), PAD_ID, dtype=np.int64)
     tgt_in[:, 0] = BOS_ID
-    for row, (index, target_length) in enumerate(zip(indices, target_lengths, strict=True)):
-        source = split.source(int(index))
+    rows = zip(split.rows(0, indices), split.rows(1, indices), target_lengths, strict=True)
+    for row, (source, target, target_length) in enumerate(rows):
         src[row, : len(source)] = source
-        target = split.target(int(index))
         tgt_in[row, 1 : target_length + 1] = target
         tgt_out[row, :target_length] = target
         tgt_out[row, target_length] = EOS_ID
@@ -157,12 +156,7 @@ class TokenBatchSampler:
         return real / padded if padded else 1.0
 
 
-RELEASE_EVERY = 64  # batches between dropping the memory-mapped pages read so far
-
-
 def iterate(split: BinarizedSplit, sampler: TokenBatchSampler, epoch: int, start: int = 0) -> Iterator[Batch]:
     """The epoch's batches for this rank from batch ``start`` on (resume exactly where training stopped)."""
-    for number, indices in enumerate(sampler.batches(epoch)[start:], start=1):
+    for indices in sampler.batches(epoch)[start:]:
         yield collate(split, indices)
-        if number % RELEASE_EVERY == 0:
-            split.release()

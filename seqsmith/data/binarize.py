@@ -19,17 +19,18 @@ import json
 import mmap
 import os
 import sys
+import weakref
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 import numpy as np
 
-from seqsmith.data.atomic import fsync_directory, temporary_name
 from seqsmith.data.corpus import Example
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import fsync_path, temporary_name
 
 SIDES = ("source", "target")
 
@@ -155,7 +156,7 @@ class SplitWriter:
         meta_file.handle.write(json.dumps(meta, indent=2).encode("utf-8") + b"\n")
         meta_file.finish()
         meta_file.commit()
-        fsync_directory(self.directory)
+        fsync_path(self.directory)
 
     def _discard(self) -> None:
         for side in self.sides:
@@ -172,8 +173,18 @@ def _open_ids(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r")
 
 
+def _close_all(descriptors: list[int]) -> None:
+    for descriptor in descriptors:
+        os.close(descriptor)
+
+
 class BinarizedSplit:
-    """Read-only view of a binarized split: ids and offsets are memory-mapped, only lengths live in RAM."""
+    """Read-only view of a binarized split: ids are memory-mapped, only offsets and lengths live in RAM.
+
+    ``rows`` (used by ``collate``) reads with ``pread`` instead of the map: a random batch touches pages all
+    over the files and the kernel maps up to 64 KiB around each touched page, so reading batches through the
+    map would put most of the corpus into the process's resident memory after one batch.
+    """
 
     def __init__(self, directory: str | Path, split: str) -> None:
         self.directory, self.split = Path(directory), split
@@ -186,9 +197,7 @@ class BinarizedSplit:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             dtype, count = np.dtype(meta["dtype"]), int(meta["examples"])
-            self.offsets = [
-                np.load(self.directory / f"{split}.{side}.idx.npy", mmap_mode="r") for side in SIDES
-            ]
+            self.offsets = [np.load(self.directory / f"{split}.{side}.idx.npy") for side in SIDES]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise SeqsmithError(
                 f"{meta_path} or its index files are damaged ({error}); re-run prepare"
@@ -204,12 +213,29 @@ class BinarizedSplit:
         self.has_texts = bool(meta.get("texts", False))
         self.source_lengths = np.diff(self.offsets[0]).astype(np.int32)
         self.target_lengths = np.diff(self.offsets[1]).astype(np.int32)
-        self.release()
+        self._files: list[int] = []
+        if hasattr(os, "pread"):
+            self._files = [os.open(self.directory / f"{split}.{side}.bin", os.O_RDONLY) for side in SIDES]
+            weakref.finalize(self, _close_all, self._files)
+
+    def rows(self, side: int, indices: Iterable[int]) -> list[np.ndarray]:
+        """Fresh arrays of examples ``indices`` of side 0 (source) or 1 (target), read with ``pread``."""
+        offsets, ids = self.offsets[side], self.ids[side]
+        if not self._files:
+            return [np.array(ids[offsets[i] : offsets[i + 1]]) for i in indices]
+        fd, itemsize = self._files[side], ids.dtype.itemsize
+        return [
+            np.frombuffer(
+                os.pread(fd, int(offsets[i + 1] - offsets[i]) * itemsize, int(offsets[i]) * itemsize),
+                dtype=ids.dtype,
+            )
+            for i in indices
+        ]
 
     def release(self) -> None:
-        """Drop mapped pages from this process's resident memory (the OS page cache still holds them), so
-        reading a whole epoch does not grow the process with the corpus; ``iterate`` calls it regularly."""
-        for mapped in [*self.ids, *self.offsets]:
+        """Drop pages read through ``source``/``target`` from this process's resident memory (the OS page
+        cache still holds them); worth calling after scanning a large split through the map."""
+        for mapped in self.ids:
             mapping = getattr(mapped, "_mmap", None)  # numpy.memmap's mmap object
             if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
                 mapping.madvise(mmap.MADV_DONTNEED)

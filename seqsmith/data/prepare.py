@@ -18,11 +18,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from seqsmith.config import Config, DataConfig
-from seqsmith.data.atomic import atomic_write_text, fsync_directory
 from seqsmith.data.binarize import SplitWriter
 from seqsmith.data.corpus import Example, ReadCounts, Split, check_files, read_split, split_files
 from seqsmith.data.tokenizer import EOS_ID, Tokenizers, truncate
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import atomic_write_text, fsync_path
 
 CHUNK = 4096  # examples encoded together (SentencePiece encodes a list in C++ threads)
 
@@ -119,7 +119,7 @@ def _replace_directory(staging: Path, final: Path) -> None:
     if final.exists():
         final.rename(previous)
     staging.rename(final)
-    fsync_directory(final.parent)
+    fsync_path(final.parent)
     shutil.rmtree(previous, ignore_errors=True)
 
 

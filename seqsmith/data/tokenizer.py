@@ -30,8 +30,8 @@ from typing import ClassVar, Literal
 import sentencepiece as spm
 
 from seqsmith.config import TokenizerConfig
-from seqsmith.data.atomic import atomic_write_bytes, atomic_write_text
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import atomic_write_bytes, atomic_write_text
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID, SEP_ID = 0, 1, 2, 3, 4
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]

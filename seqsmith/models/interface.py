@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor, nn
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+from seqsmith.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "Memory", "Reorderable", "Seq2SeqModel"]
 
 T = TypeVar("T", bound="Reorderable")
 
