@@ -27,7 +27,6 @@ from seqsmith.data.tokenizer import (
     sample_lines,
 )
 from seqsmith.errors import SeqsmithError
-from seqsmith.models import interface
 
 ENGLISH = [
     "Two young, White males are outside near many bushes.",
@@ -69,15 +68,6 @@ def test_sentencepiece_round_trip_is_exact(tmp_path: Path, model_type: str) -> N
         assert tokenizer.decode(ids) == text
         assert len(tokenizer.pieces(text)) == len(ids)
     assert [tokenizer.piece(i) for i in range(5)] == ["<pad>", "<unk>", "<s>", "</s>", SEP]
-
-
-def test_special_ids_agree_with_the_model_interface() -> None:
-    assert (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (
-        interface.PAD_ID,
-        interface.UNK_ID,
-        interface.BOS_ID,
-        interface.EOS_ID,
-    )
 
 
 def test_sep_is_one_token_in_every_tokenizer(tmp_path: Path) -> None:
