@@ -167,9 +167,13 @@ class _DecoderLayer(_Block):
 
 
 def sinusoidal_table(length: int, dim: int) -> Tensor:
-    """(length, dim) table: sines in the first half of the features, cosines in the second."""
+    """(length, dim) table: sines in the first half of the features, cosines in the second.
+
+    Frequencies are 10000^(-2i/dim) as in Vaswani et al. and Marian, so an exported model computes the same
+    positions in transformers, Marian and CTranslate2, which rebuild the table instead of loading it.
+    """
     half = dim // 2
-    frequencies = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(10000.0) / max(1, half - 1)))
+    frequencies = torch.exp(torch.arange(half, dtype=torch.float64) * -(math.log(10000.0) / half))
     angles = torch.arange(length, dtype=torch.float64).unsqueeze(1) * frequencies.unsqueeze(0)
     table = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
     return F.pad(table, (0, dim - 2 * half)).float()

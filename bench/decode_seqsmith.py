@@ -1,0 +1,45 @@
+"""The seqsmith half of decode_speed.py, run in its own process so that its peak memory is its own.
+
+    python bench/decode_seqsmith.py REQUEST.json RESULT.json
+
+Decodes the request's source ids with ``search_all`` (the engine under ``Generator``) in the request's
+batches, greedy or beam, ``keep_attention: false`` and length penalty "average"; writes, per beam, the
+seconds of every timed pass and the output ids of the last.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqsmith.generation.generator import Generator, search_all
+
+
+def main() -> None:
+    request = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    torch.set_num_threads(request["threads"])
+    generator = Generator.from_pretrained(request["model_dir"])
+    sources: list[list[int]] = request["sources"]
+    result: dict[str, Any] = {}
+    for beam in request["beams"]:
+        config = generator.settings(beam=beam, keep_attention=False, length_penalty="average", nbest=1)
+        first = request["batches"][str(beam)][0]
+        search_all(generator.model, [sources[i] for i in first], config)  # untimed warm-up, first batch
+        seconds, outputs = [], []
+        for _ in range(request["runs"]):
+            started = time.perf_counter()
+            found = search_all(generator.model, sources, config)  # batches itself exactly as requested
+            seconds.append(time.perf_counter() - started)
+            outputs = [nbest[0].tokens for nbest in found]
+        result[f"seqsmith/beam{beam}"] = {"seconds": seconds, "outputs": outputs}
+        print(f"seqsmith beam {beam}: {min(seconds):.2f} s", flush=True)
+    Path(sys.argv[2]).write_text(json.dumps(result), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Decoding speed, seqsmith vs transformers ``generate`` vs CTranslate2 (float32, int8), same weights.
+
+    python bench/decode_speed.py --model-dir runs/multi30k_en_de/model          # test2016, 1000 sentences
+    python bench/decode_speed.py --model-dir DIR --limit 100 --runs 2           # a quick check
+
+The seqsmith Transformer in ``--model-dir`` is exported once with ``seqsmith.models.hf_export.export_marian``
+(MarianMTModel: a post-norm Transformer, so the model needs ``model.norm: post``) and CTranslate2 converts
+that export. Every system decodes the same source ids (seqsmith's tokenizer, EOS included) in the same
+length-sorted batches (seqsmith's ``generate.batch_tokens`` budget divided by the beam), greedy and beam 5
+with length penalty "average" (= HF's length_penalty 1.0), on ``--threads`` threads; ids in, ids out, so
+tokenization is not timed. Figures: median of ``--runs`` timed passes, each system first decoding the first
+(longest) batch once untimed, model loading excluded; sentences/s and output tokens/s
+(EOS included), and the share of outputs identical to seqsmith's. Peers run in the hf virtualenv
+(bench/peers.py) through bench/decode_worker.py. Writes docs/benchmarks/decode_speed.json and a table
+in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from measure import run_measured
+from peers import ensure
+from tables import write_section
+
+from seqsmith.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import atomic_write_text
+from seqsmith.generation.generator import Generator, length_batches
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_SOURCE = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
+WORKER = ROOT / "bench" / "decode_worker.py"
+SEQSMITH_SIDE = ROOT / "bench" / "decode_seqsmith.py"
+PEER_SYSTEMS = ["hf", "ct2-float32", "ct2-int8"]
+
+
+def export(model_dir: Path, out_dir: Path) -> Path:
+    try:
+        from seqsmith.models.hf_export import export_marian
+    except ImportError:
+        raise SeqsmithError(
+            "seqsmith.models.hf_export.export_marian is missing: the peers need a Marian export"
+        ) from None
+    if not (out_dir / "config.json").is_file():
+        export_marian(model_dir, out_dir)
+    return out_dir
+
+
+def run_system(
+    name: str, request: dict[str, Any], work: Path, threads: int, timeout: float
+) -> tuple[dict[str, Any], float]:
+    """One system in its own process: its results (per beam) and its peak resident memory in MB."""
+    request_path, result_path = work / f"request-{name}.json", work / f"result-{name}.json"
+    atomic_write_text(request_path, json.dumps({**request, "systems": [name]}))
+    result_path.unlink(missing_ok=True)
+    if name == "seqsmith":
+        argv = [sys.executable, str(SEQSMITH_SIDE), str(request_path), str(result_path)]
+    else:
+        argv = [str(ensure("hf")), str(WORKER), str(request_path), str(result_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    returncode, peak_rss_mb = run_measured(argv, env, None, timeout)
+    if returncode or (not result_path.is_file() and not request.get("convert_only")):
+        raise SeqsmithError(f"{name} failed (exit {returncode}); rerun by hand: {' '.join(argv)}")
+    results = {} if request.get("convert_only") else json.loads(result_path.read_text(encoding="utf-8"))
+    return results, peak_rss_mb
+
+
+def figures(
+    seconds: list[float], outputs: list[list[int]], reference: list[list[int]], limits: list[int]
+) -> dict[str, Any]:
+    """Speed, and agreement with seqsmith: over all sentences, and over those where seqsmith stopped
+    before its length limit (the peers' limit is the batch's longest, so cut-off outputs may differ)."""
+    median = statistics.median(seconds)
+    tokens = sum(len(ids) + 1 for ids in outputs)
+    finished = [i for i, ids in enumerate(reference) if len(ids) < limits[i]]
+    return {
+        "seconds": median,
+        "seconds_all": seconds,
+        "sentences_per_s": len(outputs) / median,
+        "tokens_per_s": tokens / median,
+        "output_tokens": tokens,
+        "identical_to_seqsmith": sum(a == b for a, b in zip(outputs, reference)) / len(reference),
+        "identical_where_seqsmith_finished": (
+            sum(outputs[i] == reference[i] for i in finished) / len(finished) if finished else None
+        ),
+        "seqsmith_finished_share": len(finished) / len(reference),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    settings = report["settings"]
+    lines = [
+        "## Decoding speed (Multi30k test2016, CPU)",
+        "",
+        f"{settings['sentences']} sentences from `{settings['source']}`, model `{settings['model_dir']}`, "
+        f"{settings['threads']} threads, median of {settings['runs']} runs, same weights and batches, ids in "
+        f"and out. Load average: {report['machine']['loadavg_before']} -> "
+        f"{report['machine']['loadavg_after']}. Produced by `python bench/decode_speed.py`. Identical: share "
+        "of outputs equal to seqsmith's; in brackets, among the sentences where seqsmith stopped before its "
+        "length limit (the peers only take one limit a batch).",
+        "",
+        "| system | search | sentences/s | tokens/s | seconds | identical (finished) | peak RSS |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, row in report["results"].items():
+        system, beam = key.split("/")
+        share = row["identical_where_seqsmith_finished"]
+        finished = "-" if share is None else f"{100 * share:.1f}%"
+        lines.append(
+            f"| {system} | {'greedy' if beam == 'beam1' else beam.replace('beam', 'beam ')} | "
+            f"{row['sentences_per_s']:.1f} | {row['tokens_per_s']:.0f} | {row['seconds']:.2f} | "
+            f"{100 * row['identical_to_seqsmith']:.1f}% ({finished}) | "
+            f"{report['peak_rss_mb'][system]:.0f} MB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-dir", type=Path, required=True, help="a trained seqsmith Transformer")
+    parser.add_argument("--marian-dir", type=Path, help="an existing export of --model-dir (default: export)")
+    parser.add_argument("--source", type=Path, default=TEST_SOURCE, help="one source sentence a line")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--systems", nargs="*", choices=PEER_SYSTEMS, default=PEER_SYSTEMS, help="peers")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "decode_speed")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "decode_speed.json")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for one system")
+    args = parser.parse_args()
+    work = args.work.resolve()
+    try:
+        if not args.source.is_file():
+            raise SeqsmithError(f"source file {args.source} not found: pass --source or run beside ../shared")
+        generator = Generator.from_pretrained(args.model_dir)
+        texts = args.source.read_text(encoding="utf-8").splitlines()[: args.limit]
+        sources = [generator.encode(text) for text in texts]
+        budget = generator.config.batch_tokens
+        vocab = generator.tokenizers.target
+        request: dict[str, Any] = {
+            "model_dir": str(args.model_dir.resolve()),
+            "work": str(work),
+            "vocab": [vocab.piece(i) for i in range(vocab.vocab_size)],
+            "special": {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID},
+            "sources": sources,
+            "batches": {
+                str(beam): [b.tolist() for b in length_batches([len(s) for s in sources], budget // beam)]
+                for beam in args.beams
+            },
+            "beams": args.beams,
+            "runs": args.runs,
+            "threads": args.threads,
+            "max_length_a": generator.config.max_length_a,
+            "max_length_b": generator.config.max_length_b,
+        }
+        if args.systems:
+            request["marian_dir"] = str(args.marian_dir or export(args.model_dir, work / "marian"))
+            for name in [n for n in args.systems if n.startswith("ct2-")]:
+                run_system(name, {**request, "convert_only": True}, work, args.threads, args.timeout)
+        loadavg_before = [round(x, 2) for x in os.getloadavg()]
+        outputs: dict[str, Any] = {}
+        peak_rss_mb: dict[str, float] = {}
+        for name in ["seqsmith", *args.systems]:
+            found, peak_rss_mb[name] = run_system(name, request, work, args.threads, args.timeout)
+            outputs.update(found)
+        config = generator.config
+        limits = [int(config.max_length_a * (len(ids) - 1)) + config.max_length_b for ids in sources]
+        results = {}
+        for key, row in outputs.items():
+            reference = outputs[f"seqsmith/{key.split('/')[1]}"]["outputs"]
+            results[key] = figures(row["seconds"], row["outputs"], reference, limits)
+    except SeqsmithError as error:
+        sys.exit(f"decode_speed: error: {error}")
+    report = {
+        "benchmark": "decode_speed",
+        "settings": {
+            "model_dir": str(args.model_dir),
+            "source": str(args.source),
+            "sentences": len(sources),
+            "runs": args.runs,
+            "threads": args.threads,
+            "beams": args.beams,
+            "length_penalty": "average (HF length_penalty=1.0)",
+            "batch_tokens": generator.config.batch_tokens,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "loadavg_before": loadavg_before,
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "results": results,
+        "peak_rss_mb": peak_rss_mb,
+    }
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    write_section(args.markdown, "decode_speed", markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Child processes with their peak memory: every benchmark runs each system in its own process.
+
+The peak is the child's ``VmHWM`` (high-water resident set of its own address space), polled from /proc.
+``ru_maxrss`` from ``wait4`` would not do: Linux carries the parent's peak over into a forked child, so a
+heavy benchmark process would set a floor under every child it measures. Where /proc is missing, the
+fallback is ``ru_maxrss`` with that caveat.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+from seqsmith.errors import SeqsmithError
+
+
+def high_water_mb(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def run_measured(
+    argv: list[str], env: dict[str, str], log: IO[str] | None, timeout: float, cwd: Path | None = None
+) -> tuple[int, float]:
+    """Exit status and peak resident memory in MB of a child process (see the module docstring)."""
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+    deadline = time.monotonic() + timeout
+    peak: float | None = None
+    while True:
+        seen = high_water_mb(child.pid)
+        if seen is not None:
+            peak = max(peak or 0.0, seen)
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return child.returncode, peak if peak is not None else usage.ru_maxrss / 1024
+        if time.monotonic() > deadline:
+            child.kill()
+            child.wait()
+            raise SeqsmithError(f"{' '.join(argv[:4])} ran past {timeout} s and was stopped")
+        time.sleep(0.1)
