@@ -120,10 +120,9 @@ def prepare_inputs(work: Workspace) -> int:
     work.pieces.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
         for lang, tokenizer in (("en", tokenizers.source), ("de", tokenizers.target)):
-            target = work.pieces / f"{split}.{lang}"
-            if not target.is_file():
-                lines = (DATA / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
-                atomic_write_text(target, "".join(" ".join(tokenizer.pieces(line)) + "\n" for line in lines))
+            lines = (DATA / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+            pieces = "".join(" ".join(tokenizer.pieces(line)) + "\n" for line in lines)
+            atomic_write_text(work.pieces / f"{split}.{lang}", pieces)  # always from the current model
     vocab = [tokenizers.target.piece(i) for i in range(tokenizers.target.vocab_size)]
     atomic_write_text(work.pieces / "vocab.joeynmt", "".join(p + "\n" for p in vocab))
     # OpenNMT-py puts its own <unk> <blank> <s> </s> first: leave out our <pad> so the size stays the same

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from seqsmith.config import Config, load_config
+from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.prepare import PrepareReport
 from seqsmith.data.prepare import prepare as prepare_data
 from seqsmith.errors import SeqsmithError
@@ -29,7 +30,7 @@ from seqsmith.fileio import atomic_write_text
 from seqsmith.generation.generator import Generator
 from seqsmith.models.model_dir import WEIGHTS, load_model_dir, save_weights
 from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
-from seqsmith.training.trainer import Trainer, TrainResult
+from seqsmith.training.trainer import Trainer, TrainResult, perplexity_of, split_loss
 
 __all__ = [
     "Generator",
@@ -90,6 +91,8 @@ def evaluate_model(
     references = reference_sets([row["references"] for row in rows])
     names = metrics or settings["metrics"]
     scores = corpus_scores(hypotheses, references, names, settings["bleu_tokenize"], settings["lowercase"])
+    loss = split_loss(generator.model, BinarizedSplit(generator.data_config.output_dir, split), 4096)
+    scores["perplexity"] = {"score": perplexity_of(loss), "signature": "per target token, EOS included"}
     exact = sum(h in row["references"] for h, row in zip(hypotheses, rows)) / len(rows)
     scores["exact_match"] = {"score": 100 * exact, "signature": "percent of outputs equal to a reference"}
     sentence_metrics = [m for m in ("bleu", "chrf", "rouge1", "rouge2", "rougeL") if m in names] or ["bleu"]
@@ -125,7 +128,7 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
         rows = _split_rows(generator, split)[: examples if examples is not None else settings["examples"]]
     except SeqsmithError:
         rows = []
-    generator.model.need_attention = True  # type: ignore[assignment]
+    generator.model.need_attention = True
     outputs = generator.generate_full([row["source"] for row in rows]) if rows else []
     shown = []
     for row, nbest in zip(rows, outputs):

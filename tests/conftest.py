@@ -6,15 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from seqsmith.config import Config, config_from_dict
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_shared_data = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(),
-    reason=f"real data sets not found at {SHARED_DATA} (a fresh clone has no ../shared)",
-)
 
 
 def write_reverse_corpus(directory: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, Path]:

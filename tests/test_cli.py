@@ -59,7 +59,8 @@ def test_evaluate_model_and_files(
     _, model_dir = trained
     assert main(["evaluate", str(model_dir)]) == 0
     scores = json.loads(capsys.readouterr().out)
-    assert {"bleu", "chrf", "exact_match"} <= set(scores)
+    assert {"bleu", "chrf", "exact_match", "perplexity"} <= set(scores)
+    assert scores["perplexity"]["score"] > 1.0
     hyp = model_dir / "eval" / "test" / "hypotheses.txt"
     assert len(hyp.read_text(encoding="utf-8").splitlines()) == 40
     ref = tmp_path / "ref.txt"

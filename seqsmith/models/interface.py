@@ -63,6 +63,9 @@ class Seq2SeqModel(nn.Module, ABC):
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID  # the first decoder input
     eos_id: int = EOS_ID
+    # Models that compute attention weights only on request (they cost time) read this flag; search turns it
+    # on for the coverage penalty, reports turn it on for pictures.
+    need_attention: bool = False
 
     @abstractmethod
     def encode(self, src: Tensor, src_mask: Tensor) -> Memory: ...

@@ -57,6 +57,26 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
+@torch.no_grad()
+def split_loss(model: Seq2SeqModel, split: BinarizedSplit, batch_tokens: int) -> float:
+    """Mean negative log-likelihood per target token (EOS included) of a binarized split."""
+    device = next(model.parameters()).device
+    sampler = TokenBatchSampler(split.source_lengths, split.target_lengths, batch_tokens, shuffle=False)
+    nll, tokens = 0.0, 0
+    for indices in sampler.batches(0):
+        batch = collate(split, indices).to(device)
+        parts = cross_entropy(
+            model(batch.src, batch.src_mask, batch.tgt_in), batch.tgt_out, model.pad_id, 0.0
+        )
+        nll += float(parts.nll)
+        tokens += parts.tokens
+    return nll / max(tokens, 1)
+
+
+def perplexity_of(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
 class Trainer:
     def __init__(self, config: Config, show_progress: bool = True) -> None:
         self.config = config
@@ -149,18 +169,8 @@ class Trainer:
     def validate(self, model: Seq2SeqModel) -> dict[str, float]:
         assert self.dev_split is not None
         model.eval()
-        dev_sampler = TokenBatchSampler(
-            self.dev_split.source_lengths, self.dev_split.target_lengths, self.cfg.batch_tokens, shuffle=False
-        )
-        nll, tokens = 0.0, 0
-        for indices in dev_sampler.batches(0):
-            batch = collate(self.dev_split, indices).to(self.device)
-            parts = cross_entropy(
-                model(batch.src, batch.src_mask, batch.tgt_in), batch.tgt_out, model.pad_id, 0.0
-            )
-            nll += float(parts.nll)
-            tokens += parts.tokens
-        result = {"loss": nll / max(tokens, 1), "ppl": math.exp(min(nll / max(tokens, 1), 50.0))}
+        loss = split_loss(model, self.dev_split, self.cfg.batch_tokens)
+        result = {"loss": loss, "ppl": perplexity_of(loss)}
         if self.cfg.validation_bleu:
             greedy = GenerateConfig(method="greedy", batch_tokens=self.config.generate.batch_tokens)
             hypotheses = decode_split(model, self.dev_split, self.tokenizers, greedy)
