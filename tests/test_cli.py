@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,11 @@ def test_average_and_report(trained: tuple[Path, Path], capsys: pytest.CaptureFi
     assert main(["report", str(model_dir), "--examples", "2"]) == 0
     page = Path(capsys.readouterr().out.strip())
     html = page.read_text(encoding="utf-8")
-    assert page.name == "index.html" and "<img" in html
+    assert page.name == "index.html"
+    sources = re.findall(r'<img[^>]*src="([^"]+)"', html)
+    assert any("attention" in src for src in sources) and any("loss" in src for src in sources)
+    for src in sources:  # relative paths that resolve beside the page, and real PNGs
+        assert not src.startswith(("/", "http")) and (page.parent / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
