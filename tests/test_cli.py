@@ -81,7 +81,9 @@ def test_average_and_report(trained: tuple[Path, Path], capsys: pytest.CaptureFi
     sources = re.findall(r'<img[^>]*src="([^"]+)"', html)
     assert any("attention" in src for src in sources) and any("loss" in src for src in sources)
     for src in sources:  # relative paths that resolve beside the page, and real PNGs
-        assert not src.startswith(("/", "http")) and (page.parent / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (
+            not src.startswith(("/", "http")) and (page.parent / src).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        )
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
