@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import torch
+
 from seqsmith.config import Config, config_from_dict
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run several times faster on one thread, and a test machine is often shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def write_reverse_corpus(directory: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, Path]:

@@ -11,7 +11,6 @@ import json
 import math
 import random
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,6 @@ from seqsmith.training.losses import cross_entropy  # noqa: E402
 
 VOCAB, MAX_NEW = 100, 8  # seqsmith's max length b; HF's max_new_tokens is one more (the EOS)
 SEARCHES = [("greedy", 1, "none"), ("beam", 5, "none"), ("beam", 5, "average")]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, and the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class ForceEOSKeepingLogProb(transformers.LogitsProcessor):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,15 +16,6 @@ from seqsmith.generation import Hypothesis, generate_ids
 from seqsmith.models.interface import EOS_ID, UNK_ID, Memory, Seq2SeqModel
 
 SENTENCES = [[4, 5], [5, 4, 4, 5, 4], [4], [5, 5, 4]]
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models decode several times faster on one thread, and the test machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def config(**options: Any) -> GenerateConfig:
