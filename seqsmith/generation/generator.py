@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from seqsmith.config import GenerateConfig
 from seqsmith.data.binarize import BinarizedSplit
@@ -99,7 +100,11 @@ class Generator:
             raise SeqsmithError(
                 f"unknown generation option(s) {unknown}; valid: {sorted(GenerateConfig.model_fields)}"
             )
-        return GenerateConfig.model_validate({**self.config.model_dump(), **options})
+        try:
+            return GenerateConfig.model_validate({**self.config.model_dump(), **options})
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise SeqsmithError(f"invalid generation options {options}: {problems}") from None
 
     def encode(self, text: str) -> list[int]:
         return encode_source(
