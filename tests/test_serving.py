@@ -33,9 +33,8 @@ def test_generate_matches_the_python_api(client: TestClient, model_dir: Path) ->
     response = client.post("/generate", json={"texts": texts, "options": {"method": "beam", "beam_size": 3}})
     assert response.status_code == 200
     assert response.json()["outputs"] == api.load(model_dir).generate(texts, beam=3)
-    nbest = client.post(
-        "/generate", json={"texts": texts, "options": {"method": "beam", "beam_size": 3, "nbest": 2}, "nbest": True}
-    )
+    options = {"method": "beam", "beam_size": 3, "nbest": 2}
+    nbest = client.post("/generate", json={"texts": texts, "options": options, "nbest": True})
     assert [len(n) for n in nbest.json()["outputs"]] == [2, 2]
 
 
