@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from seqsmith.config import Config, load_config
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.prepare import PrepareReport
@@ -128,17 +130,23 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
         rows = _split_rows(generator, split)[: examples if examples is not None else settings["examples"]]
     except SeqsmithError:
         rows = []
-    generator.model.need_attention = True
+    model = generator.model
+    model.need_attention = True
     outputs = generator.generate_full([row["source"] for row in rows]) if rows else []
     shown = []
     for row, nbest in zip(rows, outputs):
         best = nbest[0]
+        src = torch.tensor([generator.encode(row["source"])])
+        tgt_in = torch.tensor([[model.bos_id, *best.tokens]])
+        attention = model.teacher_forced_attention(src, src != model.pad_id, tgt_in, heads=True)
+        if attention is not None:  # (tgt, src) or (tgt, heads, src) -> (heads, tgt, src) for the grid
+            attention = attention[0].transpose(0, 1) if attention.dim() == 4 else attention[0]
         shown.append(
             {
                 "source": row["source"],
                 "reference": row["references"][0],
                 "hypothesis": best.text,
-                "attention": best.attention,
+                "attention": attention.tolist() if attention is not None else None,
                 "source_tokens": [*generator.tokenizers.source.pieces(row["source"]), "</s>"],
                 "target_tokens": [*(generator.tokenizers.target.decode([t]) for t in best.tokens), "</s>"],
             }

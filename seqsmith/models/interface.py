@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -86,18 +86,23 @@ class Seq2SeqModel(nn.Module, ABC):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def step_attention(self, state: Any) -> Tensor | None:
-        """Cross-attention (batch, src_len) of the last step, for pictures; None if the model has none."""
+    def step_attention(self, state: Any, heads: bool = False) -> Tensor | None:
+        """Cross-attention of the last step for pictures: (batch, src_len), or with ``heads`` and a model
+        that has heads (batch, heads, src_len); None if the model exposes none."""
+        if heads and getattr(state, "head_attention", None) is not None:
+            return cast(Tensor, state.head_attention)
         return getattr(state, "attention", None)
 
     @torch.no_grad()
-    def teacher_forced_attention(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor | None:
-        """Attention (batch, tgt_len, src_len) computed step by step: works for any model."""
+    def teacher_forced_attention(
+        self, src: Tensor, src_mask: Tensor, tgt_in: Tensor, heads: bool = False
+    ) -> Tensor | None:
+        """Attention (batch, tgt_len, [heads,] src_len) computed step by step: works for any model."""
         memory = self.encode(src, src_mask)
         state, rows = None, []
         for t in range(tgt_in.size(1)):
             _, state = self.decode_step(tgt_in[:, t], memory, state)
-            attention = self.step_attention(state)
+            attention = self.step_attention(state, heads)
             if attention is None:
                 return None
             rows.append(attention)
