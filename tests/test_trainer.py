@@ -140,3 +140,36 @@ def test_averaging_is_the_elementwise_mean(tmp_path: Path) -> None:
         expected = sum(f[key].double() for f in first) / len(first)
         assert torch.allclose(value.double(), expected, atol=1e-6)
         assert torch.allclose(averaged[key], value)
+
+
+DISTRIBUTED_RUNNER = """
+import os, sys
+os.environ.update(RANK=sys.argv[2], WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[3])
+from seqsmith import api
+result = api.train(api.load_config(sys.argv[1]), show_progress=False)
+print("STEPS", result.steps, result.stop_reason)
+"""
+
+
+def test_two_processes_train_one_model_with_torch_distributed(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, train={"max_steps": 30, "validate_every": 15, "max_minutes": 5})
+    api.prepare(config, show_progress=False)
+    config_path = tmp_path / "config.json"
+    save_config(config, config_path)
+    port = str(29500 + os.getpid() % 1000)
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", DISTRIBUTED_RUNNER, str(config_path), str(rank), port],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [child.communicate(timeout=300)[0] for child in children]
+    assert [child.returncode for child in children] == [0, 0]
+    assert all("STEPS 30" in out for out in outputs), outputs
+    model_dir = Path(config.train.model_dir)
+    rows = [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "valid"] == [15, 30]  # rank 0 alone validates and logs
+    assert losses(model_dir)[30] < losses(model_dir)[1]
+    load_model_dir(model_dir)

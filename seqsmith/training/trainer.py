@@ -256,6 +256,7 @@ class Trainer:
                             model, optimizer, progress, started, validate_now
                         )
                         stop_reason = stop_reason or early
+                    stop_reason = self._agree(stop_reason)
                 if progress.batch >= len(batches):
                     progress.epoch += 1
                     progress.batch = 0
@@ -312,6 +313,16 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.clip_grad_norm)
         optimizer.step()
         return total, tokens
+
+    def _agree(self, reason: str) -> str:
+        """Every process stops at the same step: rank 0 decides, as it alone validates and keeps the clock."""
+        if self.world == 1:
+            return reason
+        flag = torch.tensor([1 if reason else 0], device=self.device)
+        dist.broadcast(flag, src=0)
+        if self.rank == 0:
+            return reason
+        return "stopped together with rank 0" if int(flag) else ""
 
     def _budget_reason(self, progress: Progress, started: float) -> str:
         if self.cfg.max_steps and progress.step >= self.cfg.max_steps:
