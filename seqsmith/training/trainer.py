@@ -253,7 +253,7 @@ class Trainer:
                     validate_now = progress.step % self.cfg.validate_every == 0
                     if validate_now or stop_reason or progress.step % self.cfg.checkpoint_every == 0:
                         last_validation, early = self._checkpoint(
-                            model, optimizer, progress, started, validate_now
+                            model, optimizer, progress, started, validate_now or bool(stop_reason)
                         )
                         stop_reason = stop_reason or early
                     stop_reason = self._agree(stop_reason)
