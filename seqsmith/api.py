@@ -61,12 +61,8 @@ def train(config: Config, show_progress: bool = True) -> TrainResult:
     return Trainer(config, show_progress).train()
 
 
-def load(model_dir: str | Path, **options: Any) -> Generator:
-    return Generator.from_pretrained(model_dir, **options)
-
-
-def _evaluate_settings(model_dir: Path) -> dict[str, Any]:
-    return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["evaluate"]
+def load(model_dir: str | Path, weights: str | Path | None = None, **options: Any) -> Generator:
+    return Generator.from_pretrained(model_dir, weights, **options)
 
 
 def _split_rows(generator: Generator, split: str) -> list[dict[str, Any]]:
@@ -82,26 +78,28 @@ def evaluate_model(
     model_dir: str | Path,
     split: str | None = None,
     metrics: list[str] | None = None,
+    weights: str | Path | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Decode a prepared split, score it, and write the outputs to ``<model_dir>/eval/<split>``."""
-    generator = load(model_dir, **options)
-    settings = _evaluate_settings(Path(model_dir))
-    split = split or settings["split"]
+    """Decode a prepared split, score it, and write the outputs to ``<model_dir>/eval/<split>``
+    (``eval/<split>-<weights file stem>`` when other weights are given)."""
+    generator = load(model_dir, weights, **options)
+    settings = generator.full_config.evaluate
+    split = split or settings.split
     rows = _split_rows(generator, split)
     hypotheses = generator.generate([row["source"] for row in rows])
     references = reference_sets([row["references"] for row in rows])
-    names = metrics or settings["metrics"]
-    scores = corpus_scores(hypotheses, references, names, settings["bleu_tokenize"], settings["lowercase"])
+    names = metrics or settings.metrics
+    scores = corpus_scores(hypotheses, references, names, settings.bleu_tokenize, settings.lowercase)
     loss = split_loss(generator.model, BinarizedSplit(generator.data_config.output_dir, split), 4096)
     scores["perplexity"] = {"score": perplexity_of(loss), "signature": "per target token, EOS included"}
     exact = sum(h in row["references"] for h, row in zip(hypotheses, rows)) / len(rows)
     scores["exact_match"] = {"score": 100 * exact, "signature": "percent of outputs equal to a reference"}
     sentence_metrics = [m for m in ("bleu", "chrf", "rouge1", "rouge2", "rougeL") if m in names] or ["bleu"]
     per_sentence = sentence_scores(
-        hypotheses, references, sentence_metrics, settings["bleu_tokenize"], settings["lowercase"]
+        hypotheses, references, sentence_metrics, settings.bleu_tokenize, settings.lowercase
     )
-    out_dir = Path(model_dir) / "eval" / split
+    out_dir = Path(model_dir) / "eval" / (f"{split}-{Path(weights).stem}" if weights else split)
     write_outputs(scores, per_sentence, out_dir)
     atomic_write_text(out_dir / "hypotheses.txt", "".join(h + "\n" for h in hypotheses))
     return scores
@@ -122,12 +120,12 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
     """One HTML page: config, curves, scores and example outputs with attention pictures."""
     model_dir = Path(model_dir)
     generator = load(model_dir, method="greedy")
-    settings = _evaluate_settings(model_dir)
-    split = settings["split"]
+    settings = generator.full_config.evaluate
+    split = settings.split
     scores_path = model_dir / "eval" / split / "scores.json"
     scores = json.loads(scores_path.read_text(encoding="utf-8")) if scores_path.is_file() else None
     try:
-        rows = _split_rows(generator, split)[: examples if examples is not None else settings["examples"]]
+        rows = _split_rows(generator, split)[: examples if examples is not None else settings.examples]
     except SeqsmithError:
         rows = []
     model = generator.model

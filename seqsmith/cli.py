@@ -83,7 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = args.metrics.split(",") if args.metrics else None
     if args.model_dir:
-        _print_json(api.evaluate_model(args.model_dir, args.split, metrics))
+        _print_json(api.evaluate_model(args.model_dir, args.split, metrics, args.weights))
         return
     if not args.hyp or not args.ref:
         raise SeqsmithError("give a MODEL_DIR, or --hyp FILE and at least one --ref FILE")
@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = verbs.add_parser("evaluate", help="score hypotheses against references, or a model on a split")
     evaluate.add_argument("model_dir", nargs="?")
     evaluate.add_argument("--split", choices=["dev", "test"])
+    evaluate.add_argument("--weights", help="another weights file, e.g. model.averaged.safetensors")
     evaluate.add_argument("--hyp")
     evaluate.add_argument("--ref", action="append")
     evaluate.add_argument(

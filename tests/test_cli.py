@@ -73,7 +73,11 @@ def test_evaluate_model_and_files(
 def test_average_and_report(trained: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
     _, model_dir = trained
     assert main(["average", str(model_dir)]) == 0
-    assert Path(capsys.readouterr().out.strip()).is_file()
+    averaged = Path(capsys.readouterr().out.strip())
+    assert averaged.is_file()
+    assert main(["evaluate", str(model_dir), "--weights", str(averaged), "--metrics", "bleu"]) == 0
+    assert "bleu" in json.loads(capsys.readouterr().out)
+    assert (model_dir / "eval" / "test-model.averaged" / "scores.json").is_file()
     assert main(["report", str(model_dir), "--examples", "2"]) == 0
     page = Path(capsys.readouterr().out.strip())
     html = page.read_text(encoding="utf-8")

@@ -80,12 +80,16 @@ class Generator:
     def __init__(self, loaded: LoadedModel, config: GenerateConfig | None = None) -> None:
         self.model = loaded.model
         self.tokenizers = loaded.tokenizers
+        self.full_config = loaded.config
         self.data_config = loaded.config.data
         self.config = config or loaded.config.generate
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, **options: Any) -> Generator:
-        generator = cls(load_model_dir(directory))
+    def from_pretrained(
+        cls, directory: str | Path, weights: str | Path | None = None, **options: Any
+    ) -> Generator:
+        """Load a model directory; ``weights`` picks another weights file (e.g. averaged checkpoints)."""
+        generator = cls(load_model_dir(directory, weights))
         generator.config = generator.settings(**options)
         return generator
 
