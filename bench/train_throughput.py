@@ -59,17 +59,20 @@ PARAMETERS = {  # where each toolkit's log states the model size
 class System:
     toolkit: str  # seqsmith, joeynmt, opennmt
     arch: str  # transformer, rnn
+    bf16: bool = False  # seqsmith's bfloat16 autocast (train.bf16); the peers run float32 on a CPU
 
     @property
     def name(self) -> str:
-        return f"{self.toolkit}-{self.arch}"
+        return f"{self.toolkit}-{self.arch}" + ("-bf16" if self.bf16 else "")
 
 
 SYSTEMS = [
     System("seqsmith", "transformer"),
+    System("seqsmith", "transformer", bf16=True),
     System("joeynmt", "transformer"),
     System("opennmt", "transformer"),
     System("seqsmith", "rnn"),
+    System("seqsmith", "rnn", bf16=True),
     System("joeynmt", "rnn"),
 ]
 SEQSMITH_MODELS: dict[str, dict[str, Any]] = {
@@ -141,6 +144,8 @@ def seqsmith_config(work: Workspace, system: System, steps: int, log_every: int,
         validate_every=10**9,
         checkpoint_every=10**9,
         patience=None,
+        bf16=system.bf16,
+        max_minutes=None,
     )
     config_from_dict(raw, f"bench config for {system.name}")
     path = work.root / "configs" / f"{system.name}.yaml"
@@ -267,11 +272,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def ratios(results: dict[str, Any], peer: str) -> dict[str, float]:
+    """seqsmith over the peer, per model: float32 against float32, and seqsmith's bf16 (a feature the peers
+    lack on a CPU) against the peer's float32."""
     out = {}
     for arch in ("transformer", "rnn"):
-        ours, theirs = results.get(f"seqsmith-{arch}"), results.get(f"{peer}-{arch}")
-        if ours and theirs:
-            out[arch] = ours["tokens_per_s"] / theirs["tokens_per_s"]
+        theirs = results.get(f"{peer}-{arch}")
+        for suffix in ("", "-bf16"):
+            ours = results.get(f"seqsmith-{arch}{suffix}")
+            if ours and theirs:
+                out[f"{arch}{suffix}"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
     return out
 
 
