@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -50,8 +51,8 @@ def export(model_dir: Path, out_dir: Path) -> Path:
         raise SeqsmithError(
             "seqsmith.models.hf_export.export_marian is missing: the peers need a Marian export"
         ) from None
-    if not (out_dir / "config.json").is_file():
-        export_marian(model_dir, out_dir)
+    shutil.rmtree(out_dir, ignore_errors=True)  # always from the current weights, never a stale export
+    export_marian(model_dir, out_dir)
     return out_dir
 
 

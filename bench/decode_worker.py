@@ -46,7 +46,7 @@ def run_hf(request: dict[str, Any], beam: int, batches: list[list[int]]) -> tupl
         num_beams=beam,
         do_sample=False,
         length_penalty=1.0,  # seqsmith length_penalty: average
-        early_stopping="never" if beam > 1 else False,  # seqsmith stops only when no beam can win
+        early_stopping=beam > 1,  # seqsmith's default: a sentence ends once beam_size hypotheses ended
         suppress_tokens=[special["pad"], special["bos"]],  # seqsmith never outputs PAD or BOS
         num_return_sequences=1,
     )

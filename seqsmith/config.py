@@ -147,6 +147,9 @@ class GenerateConfig(Section):
     method: Literal["greedy", "beam", "sample", "diverse_beam"] = "beam"
     beam_size: int = Field(5, ge=1)
     nbest: int = Field(1, ge=1)
+    # true: a sentence stops once beam_size hypotheses have ended (fairseq; transformers early_stopping=True);
+    # false: only when no open beam can still beat them (exact within the beam; early_stopping="never")
+    early_stopping: bool = True
     length_penalty: Literal["none", "average", "gnmt"] = "gnmt"
     alpha: float = Field(0.6, ge=0.0)  # GNMT length penalty exponent
     coverage_penalty: float = Field(0.0, ge=0.0)  # GNMT beta

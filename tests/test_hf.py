@@ -7,6 +7,7 @@ per-token log-probabilities.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -94,7 +95,15 @@ def random_sources(model: HFSeq2Seq, count: int, seed: int = 0) -> tuple[torch.T
     return src.masked_fill(~mask, model.pad_id), mask
 
 
-def hf_generate(hf_model: Any, src: torch.Tensor, mask: torch.Tensor, beams: int, penalty: str, eos: int):
+def hf_generate(
+    hf_model: Any,
+    src: torch.Tensor,
+    mask: torch.Tensor,
+    beams: int,
+    penalty: str,
+    eos: int,
+    early: bool = False,
+):
     """transformers' generate with the settings that mean what seqsmith's GenerateConfig means."""
     return hf_model.generate(
         input_ids=src,
@@ -103,7 +112,7 @@ def hf_generate(hf_model: Any, src: torch.Tensor, mask: torch.Tensor, beams: int
         do_sample=False,
         max_new_tokens=MAX_NEW + 1,
         length_penalty=1.0 if penalty == "average" else 0.0,  # divide by length**1 (EOS counted) or not
-        early_stopping="never",  # bound the open beams with the maximum length, as seqsmith does
+        early_stopping=early or "never",  # K ended, or no open beam bounded by the maximum length can win
         forced_eos_token_id=None,
         logits_processor=transformers.LogitsProcessorList([ForceEOSKeepingLogProb(MAX_NEW + 2, eos)]),
     )
@@ -120,14 +129,19 @@ def test_search_matches_transformers_generate(kind: str, tmp_path: Path) -> None
     src, mask = random_sources(model, 100)
     hf_src = src.masked_fill(~mask, model.hf_pad_id)
     lengths = set()
-    for method, beams, penalty in SEARCHES:
+    for (method, beams, penalty), early in itertools.product(SEARCHES, (False, True)):
         config = GenerateConfig(
-            method=method, beam_size=beams, length_penalty=penalty, max_length_a=0.0, max_length_b=MAX_NEW
+            method=method,
+            beam_size=beams,
+            length_penalty=penalty,
+            max_length_a=0.0,
+            max_length_b=MAX_NEW,
+            early_stopping=early,
         )
         ours = generate_ids(model, src, mask, config)
-        theirs = hf_generate(hf_model, hf_src, mask, beams, penalty, model.eos_id)[:, 1:].tolist()
+        theirs = hf_generate(hf_model, hf_src, mask, beams, penalty, model.eos_id, early)[:, 1:].tolist()
         for row, nbest in enumerate(ours):
-            assert nbest[0].tokens == strip(theirs[row], model.eos_id), (method, beams, penalty, row)
+            assert nbest[0].tokens == strip(theirs[row], model.eos_id), (method, beams, penalty, early, row)
             lengths.add(len(nbest[0].tokens))
         check_token_log_probs(model, hf_src, mask, [nbest[0] for nbest in ours])
     assert len(lengths) > 2  # some outputs end early, some at the limit
@@ -158,7 +172,9 @@ def test_forced_first_token_like_generate(tmp_path: Path) -> None:
     (tmp_path / "generation_config.json").write_text(json.dumps({**settings, "forced_bos_token_id": 7}))
     model = load_hf(tmp_path)
     src, mask = random_sources(model, 20, seed=2)
-    config = GenerateConfig(beam_size=5, length_penalty="average", max_length_a=0.0, max_length_b=MAX_NEW)
+    config = GenerateConfig(
+        beam_size=5, length_penalty="average", max_length_a=0.0, max_length_b=MAX_NEW, early_stopping=False
+    )
     ours = generate_ids(model, src, mask, config)
     theirs = hf_generate(model.hf, src.masked_fill(~mask, model.hf_pad_id), mask, 5, "average", model.eos_id)
     for nbest, row in zip(ours, theirs[:, 1:].tolist()):
@@ -306,7 +322,12 @@ def test_export_marian_matches_seqsmith(tmp_path: Path) -> None:
     lengths = set()
     for method, beams, penalty in SEARCHES:
         config = GenerateConfig(
-            method=method, beam_size=beams, length_penalty=penalty, max_length_a=0.0, max_length_b=MAX_NEW
+            method=method,
+            beam_size=beams,
+            length_penalty=penalty,
+            max_length_a=0.0,
+            max_length_b=MAX_NEW,
+            early_stopping=False,
         )
         ours = [n[0].tokens for n in generate_ids(model, src, mask, config)]
         exported = hf_generate(marian, src, mask, beams, penalty, EOS_ID)[:, 1:].tolist()

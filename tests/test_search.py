@@ -19,7 +19,12 @@ SENTENCES = [[4, 5], [5, 4, 4, 5, 4], [4], [5, 5, 4]]
 
 
 def config(**options: Any) -> GenerateConfig:
-    defaults: dict[str, Any] = {"length_penalty": "none", "max_length_a": 1.0, "max_length_b": 4}
+    defaults: dict[str, Any] = {
+        "length_penalty": "none",
+        "max_length_a": 1.0,
+        "max_length_b": 4,
+        "early_stopping": False,  # exact within the beam: what exhaustive search is compared with
+    }
     return GenerateConfig(**{**defaults, **options})
 
 
@@ -300,3 +305,28 @@ def test_search_stops_when_no_live_beam_can_win(monkeypatch: pytest.MonkeyPatch)
         )
         assert found[0][0].tokens == [6]
         assert len(calls) <= most  # not the 42 steps that max length allows
+
+
+def test_early_stopping_ends_a_sentence_once_beam_size_hypotheses_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = ToyModel(vocab_size=8, seed=4, sharpness=2.0)
+    calls: list[int] = []
+    step = model.decode_step
+
+    def counting(prev: torch.Tensor, memory: Memory, state: Any) -> Any:
+        calls.append(prev.size(0))
+        return step(prev, memory, state)
+
+    monkeypatch.setattr(model, "decode_step", counting)
+    steps = {}
+    for early in (False, True):
+        calls.clear()
+        found = generate_ids(
+            model,
+            *batch([[4, 5]]),
+            config(beam_size=3, nbest=3, length_penalty="gnmt", max_length_b=40, early_stopping=early),
+        )
+        steps[early] = len(calls)
+        assert len(found[0]) == 3 and found[0][0].tokens == [6]
+    assert steps[True] < steps[False]

@@ -198,8 +198,11 @@ def beam_search(
         log_prob, search_score = live["log_prob"], live["search"]
         best = log_prob.max(dim=1).values
         sentence_max = limits.max_len.view(active, k)[:, 0]
-        bound = best / length_penalty(sentence_max + 1, config).to(best)
-        done = (step >= sentence_max) | (bound <= finished.score[ids, -1])
+        if config.early_stopping:  # K hypotheses have ended
+            done = (step >= sentence_max) | (finished.score[ids, -1] > NEG_INF)
+        else:  # no live beam can beat the K-th ended one, even at the longest allowed length
+            bound = best / length_penalty(sentence_max + 1, config).to(best)
+            done = (step >= sentence_max) | (bound <= finished.score[ids, -1])
         flags = done.tolist()
         if all(flags):
             break
