@@ -44,6 +44,20 @@ SEQSMITH_SIDE = ROOT / "bench" / "decode_seqsmith.py"
 PEER_SYSTEMS = ["hf", "ct2-float32", "ct2-int8"]
 
 
+def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """seqsmith's sentences/s over each peer's, per search: ``ratio_vs_transformers`` {"beam1": ..., ...}."""
+    names = {"hf": "transformers", "ct2-float32": "ctranslate2_float32", "ct2-int8": "ctranslate2_int8"}
+    out: dict[str, dict[str, float]] = {}
+    for key, row in results.items():
+        system, search = key.split("/")
+        ours = results.get(f"seqsmith/{search}")
+        if system in names and ours:
+            out.setdefault(f"ratio_vs_{names[system]}", {})[search] = (
+                ours["sentences_per_s"] / row["sentences_per_s"]
+            )
+    return out
+
+
 def export(model_dir: Path, out_dir: Path) -> Path:
     try:
         from seqsmith.models.hf_export import export_marian
@@ -207,6 +221,7 @@ def main() -> None:
         },
         "results": results,
         "peak_rss_mb": peak_rss_mb,
+        **ratios(results),
     }
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     write_section(args.markdown, "decode_speed", markdown(report))

@@ -150,7 +150,7 @@ def main() -> None:
     if request.get("convert_only"):  # conversion in its own process: it must not count in the peak memory
         for system in request["systems"]:
             out_dir = Path(request["work"]) / system
-            if system.startswith("ct2-") and not (out_dir / "model.bin").is_file():
+            if system.startswith("ct2-"):  # always from the current export, never a stale conversion
                 convert_ct2(request, out_dir, system.removeprefix("ct2-"))
         return
     result: dict[str, Any] = {}
