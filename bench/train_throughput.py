@@ -161,7 +161,8 @@ def peer_config(work: Workspace, system: System, steps: int, log_every: int) -> 
         raw["data"].update(train=str(pieces / "train"), dev=str(pieces / "val"))
         for side in ("src", "trg"):
             raw["data"][side]["voc_file"] = str(pieces / "vocab.joeynmt")
-        raw["training"].update(updates=steps, logging_freq=log_every)
+        # JoeyNMT wants validation_freq divisible by logging_freq; keep validation out of the window
+        raw["training"].update(updates=steps, logging_freq=log_every, validation_freq=log_every * 10**6)
     else:
         run = work.run_dir(system)
         raw.update(
