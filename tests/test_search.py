@@ -28,6 +28,19 @@ def config(**options: Any) -> GenerateConfig:
     return GenerateConfig(**{**defaults, **options})
 
 
+def count_rows(model: Seq2SeqModel, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the rows of every decode_step call: one entry a step, its value the active rows."""
+    rows: list[int] = []
+    step = model.decode_step
+
+    def counting(prev: torch.Tensor, memory: Memory, state: Any) -> Any:
+        rows.append(prev.size(0))
+        return step(prev, memory, state)
+
+    monkeypatch.setattr(model, "decode_step", counting)
+    return rows
+
+
 def reference_score(log_prob: float, length: int, coverage: list[float], options: GenerateConfig) -> float:
     """Ranking score recomputed in plain Python from the GNMT paper's formulas."""
     divisor = {"none": 1.0, "average": float(length), "gnmt": ((5 + length) / 6) ** options.alpha}
@@ -161,14 +174,7 @@ def test_output_does_not_depend_on_the_rest_of_the_batch(options: GenerateConfig
 
 def test_finished_sentences_leave_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     model = ToyModel(vocab_size=9, seed=0)
-    rows: list[int] = []
-    step = model.decode_step
-
-    def counting(prev: torch.Tensor, memory: Memory, state: Any) -> Any:
-        rows.append(prev.size(0))
-        return step(prev, memory, state)
-
-    monkeypatch.setattr(model, "decode_step", counting)
+    rows = count_rows(model, monkeypatch)
     src, mask = batch([[4], [5, 4, 4, 5, 4, 5]])
     found = generate_ids(model, src, mask, config(beam_size=3, fixed_length=True))
     assert [len(h[0].tokens) for h in found] == [1, 6]
@@ -290,14 +296,7 @@ def test_coverage_penalty_switches_attention_on_for_the_call() -> None:
 
 def test_search_stops_when_no_live_beam_can_win(monkeypatch: pytest.MonkeyPatch) -> None:
     model = ToyModel(vocab_size=8, seed=4, sharpness=2.0)  # its best output, [6], ends early
-    calls: list[int] = []
-    step = model.decode_step
-
-    def counting(prev: torch.Tensor, memory: Memory, state: Any) -> Any:
-        calls.append(prev.size(0))
-        return step(prev, memory, state)
-
-    monkeypatch.setattr(model, "decode_step", counting)
+    calls = count_rows(model, monkeypatch)
     for penalty, most in (("none", 6), ("gnmt", 20)):
         calls.clear()
         found = generate_ids(
@@ -311,14 +310,7 @@ def test_early_stopping_ends_a_sentence_once_beam_size_hypotheses_ended(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     model = ToyModel(vocab_size=8, seed=4, sharpness=2.0)
-    calls: list[int] = []
-    step = model.decode_step
-
-    def counting(prev: torch.Tensor, memory: Memory, state: Any) -> Any:
-        calls.append(prev.size(0))
-        return step(prev, memory, state)
-
-    monkeypatch.setattr(model, "decode_step", counting)
+    calls = count_rows(model, monkeypatch)
     steps = {}
     for early in (False, True):
         calls.clear()
