@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-from measure import run_measured
+from measure import machine, run_measured
 from peers import ensure
 from tables import write_section
 
@@ -211,14 +209,7 @@ def main() -> None:
             "length_penalty": "average (HF length_penalty=1.0)",
             "batch_tokens": generator.config.batch_tokens,
         },
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "loadavg_before": loadavg_before,
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(loadavg_before),
         "results": results,
         "peak_rss_mb": peak_rss_mb,
         **ratios(results),

@@ -9,6 +9,7 @@ fallback is ``ru_maxrss`` with that caveat.
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -48,3 +49,18 @@ def run_measured(
             child.wait()
             raise SeqsmithError(f"{' '.join(argv[:4])} ran past {timeout} s and was stopped")
         time.sleep(0.1)
+
+
+def machine(loadavg_before: list[float]) -> dict[str, object]:
+    """What every benchmark JSON records about the machine and its load around the runs."""
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "loadavg_before": loadavg_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -29,9 +28,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
-from measure import run_measured
+from measure import machine, run_measured
 from peers import PEERS, ensure
 from tables import write_section
 
@@ -367,15 +365,7 @@ def main() -> None:
             "vocab_size": vocab_size,
             "peers": {name: " ".join(PEERS[name][0]) for name in ("joeynmt", "opennmt")},
         },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "loadavg_before": loadavg_before,
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(loadavg_before),
         "results": results,
         "ratio_vs_joeynmt": ratios(results, "joeynmt"),
         "ratio_vs_opennmt": ratios(results, "opennmt"),
