@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from seqsmith.config import RNNConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.attention import make_attention
+from seqsmith.models.dropout import Dropout
 from seqsmith.models.interface import PAD_ID, Memory, Reorderable, Seq2SeqModel
 
 Hidden = Tensor | tuple[Tensor, Tensor]  # what nn.GRU / nn.LSTM take as hx: (layers, batch, dim)
@@ -99,7 +100,7 @@ class RNNModel(Seq2SeqModel):
         self.output = nn.Linear(self.output_dim, target_vocab_size)
         if config.tie_output:
             self.output.weight = self.target_embedding.weight
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     @property
     def output_size(self) -> int:

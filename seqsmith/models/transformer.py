@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from seqsmith.config import TransformerConfig
 from seqsmith.errors import SeqsmithError
+from seqsmith.models.dropout import Dropout
 from seqsmith.models.interface import PAD_ID, Memory, Reorderable, Seq2SeqModel
 
 _CACHE_CHUNK = 32  # decoding steps the self-attention buffer grows by
@@ -118,7 +119,7 @@ class _Block(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.pre_norm = config.norm == "pre"
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         activation: nn.Module = nn.ReLU() if config.activation == "relu" else nn.GELU()
         self.ffn = nn.Sequential(
             nn.Linear(config.d_model, config.ffn_dim), activation, nn.Linear(config.ffn_dim, config.d_model)
@@ -287,7 +288,7 @@ class TransformerModel(Seq2SeqModel):
             self.output.weight = self.target_embedding.weight
         self.source_positions = _Positions(config)
         self.target_positions = _Positions(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(_EncoderLayer(config) for _ in range(config.encoder_layers))
         self.decoder_layers = nn.ModuleList(_DecoderLayer(config) for _ in range(config.decoder_layers))
         pre = config.norm == "pre"
