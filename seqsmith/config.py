@@ -96,8 +96,8 @@ class RNNConfig(Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     share_embeddings: bool = False
     tie_output: bool = False
-    pointer_generator: bool = False  # copy from the source (See et al., 2017)
-    coverage: bool = False  # coverage vector and loss; needs pointer_generator or attention
+    pointer_generator: bool = False  # copy from the source (See et al., 2017); needs a joint vocabulary
+    coverage: bool = False  # coverage vector in attention and coverage loss (See et al., 2017)
     coverage_loss_weight: float = Field(1.0, ge=0.0)
 
 

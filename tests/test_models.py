@@ -39,6 +39,11 @@ RNN_CONFIGS = [
 ] + [
     RNNConfig(bidirectional=False, share_embeddings=True, tie_output=True, **SMALL_RNN),
     RNNConfig(cell="lstm", share_embeddings=True, tie_output=True, **{**SMALL_RNN, "decoder_layers": 1}),
+    RNNConfig(pointer_generator=True, coverage=True, share_embeddings=True, **SMALL_RNN),
+    RNNConfig(
+        pointer_generator=True, cell="lstm", attention="luong_general", input_feeding=False, **SMALL_RNN
+    ),
+    RNNConfig(coverage=True, attention="luong_dot", **SMALL_RNN),
 ]
 TRANSFORMER_CONFIGS = [
     TransformerConfig(norm=norm, positions=positions, **SMALL_TRANSFORMER)
@@ -62,7 +67,8 @@ def _one_thread() -> Iterator[None]:
 
 def _name(config: RNNConfig | TransformerConfig) -> str:
     if isinstance(config, RNNConfig):
-        return f"{config.cell}-{config.attention}-feed{int(config.input_feeding)}-tie{int(config.tie_output)}"
+        extras = "-pg" * config.pointer_generator + "-cov" * config.coverage + f"-tie{int(config.tie_output)}"
+        return f"{config.cell}-{config.attention}-feed{int(config.input_feeding)}{extras}"
     return f"{config.norm}-{config.positions}-{config.activation}-tie{int(config.tie_output)}"
 
 
@@ -183,12 +189,14 @@ def test_transformer_attention_only_on_request() -> None:
     assert torch.allclose(picked, state.head_attention[1:])
 
 
-@pytest.mark.parametrize("config", [RNN_CONFIGS[0], TRANSFORMER_CONFIGS[0]], ids=_name)
+@pytest.mark.parametrize("config", [RNN_CONFIGS[0], RNN_CONFIGS[-3], TRANSFORMER_CONFIGS[0]], ids=_name)
 def test_forward_trains_through_every_parameter(config: RNNConfig | TransformerConfig) -> None:
     model = _model(config).train()
     src, mask = _batch([5, 3], seed=10)
     tgt_in, _ = _batch([4, 4], seed=11)
-    model(src, mask, tgt_in).sum().backward()
+    total = model(src, mask, tgt_in).sum()
+    extra = model.auxiliary_loss()
+    (total if extra is None else total + extra).backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
 
@@ -230,13 +238,19 @@ def _copy_batch(generator: torch.Generator, size: int = 32) -> tuple[Tensor, Ten
     [
         (RNNConfig(embed_dim=32, hidden_dim=64, dropout=0.0), 1e-2),
         (
+            RNNConfig(
+                embed_dim=32, hidden_dim=64, dropout=0.0, pointer_generator=True, share_embeddings=True
+            ),
+            1e-2,
+        ),
+        (
             TransformerConfig(
                 d_model=32, heads=2, ffn_dim=64, encoder_layers=2, decoder_layers=2, dropout=0.0
             ),
             3e-3,
         ),
     ],
-    ids=["rnn", "transformer"],
+    ids=["rnn", "pointer-generator", "transformer"],
 )
 def test_tiny_model_learns_to_copy(config: RNNConfig | TransformerConfig, lr: float) -> None:
     torch.manual_seed(0)
@@ -259,8 +273,8 @@ def test_tiny_model_learns_to_copy(config: RNNConfig | TransformerConfig, lr: fl
 def test_build_refuses_impossible_models() -> None:
     with pytest.raises(SeqsmithError, match="share_embeddings.*8000.*7000"):
         build_model(TransformerConfig(share_embeddings=True), 8000, 7000)
-    with pytest.raises(SeqsmithError, match="pointer_generator is not available yet"):
-        build_model(RNNConfig(pointer_generator=True), 100, 100)
+    with pytest.raises(SeqsmithError, match="pointer_generator copies source ids"):
+        build_model(RNNConfig(pointer_generator=True), 100, 90)
     with pytest.raises(SeqsmithError, match="hidden_dim=15 must be even"):
         build_model(RNNConfig(hidden_dim=15), 100, 100)
     with pytest.raises(SeqsmithError, match="target vocabulary has 3 entries"):

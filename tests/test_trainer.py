@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -49,11 +50,23 @@ def test_training_writes_a_complete_model_directory(tmp_path: Path) -> None:
     assert loaded.config == config
 
 
-def test_rnn_trains_and_generates(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, arch="rnn", train={"max_steps": 20, "validate_every": 20})
-    api.train(config, show_progress=False)
-    outputs = api.load(config.train.model_dir).generate(["alpha beta", "gamma delta eps"], beam=2)
-    assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
+@pytest.mark.parametrize(
+    "model", [{}, {"pointer_generator": True, "coverage": True}], ids=["rnn", "pointer-generator-coverage"]
+)
+def test_rnn_trains_and_generates_with_every_search(tmp_path: Path, model: dict[str, Any]) -> None:
+    config = tiny_config(tmp_path, arch="rnn", model=model, train={"max_steps": 20, "validate_every": 20})
+    result = api.train(config, show_progress=False)
+    assert result.steps == 20
+    generator = api.load(config.train.model_dir)
+    searches: list[dict[str, Any]] = [
+        {"method": "greedy"},
+        {"method": "beam", "beam": 3, "coverage_penalty": 0.2},
+        {"method": "diverse_beam", "beam": 4, "groups": 2},
+        {"method": "sample", "top_p": 0.9, "seed": 3},
+    ]
+    for options in searches:
+        outputs = generator.generate(["alpha beta", "gamma delta eps"], **options)
+        assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
 
 
 RUNNER = """

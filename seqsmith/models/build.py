@@ -7,14 +7,24 @@ import logging
 from seqsmith.config import ModelConfig, RNNConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.interface import EOS_ID, Seq2SeqModel
+from seqsmith.models.pointer_generator import PointerGeneratorModel
 from seqsmith.models.rnn import RNNModel
 from seqsmith.models.transformer import TransformerModel
 
 logger = logging.getLogger(__name__)
 
+_NEEDS_JOINT = (
+    "model.pointer_generator copies source ids into the output, so it needs one vocabulary for both sides; "
+    "set data.tokenizer.joint: true and prepare the data again"
+)
 
-def build_model(config: ModelConfig, source_vocab_size: int, target_vocab_size: int) -> Seq2SeqModel:
+
+def build_model(
+    config: ModelConfig, source_vocab_size: int, target_vocab_size: int, joint_vocabulary: bool = True
+) -> Seq2SeqModel:
     """A freshly initialized model; logs ``describe(model)`` at INFO level."""
+    if isinstance(config, RNNConfig) and config.pointer_generator and not joint_vocabulary:
+        raise SeqsmithError(_NEEDS_JOINT)
     for side, size in (("source", source_vocab_size), ("target", target_vocab_size)):
         if size <= EOS_ID:
             raise SeqsmithError(
@@ -29,11 +39,12 @@ def build_model(config: ModelConfig, source_vocab_size: int, target_vocab_size: 
         )
     model: Seq2SeqModel
     if isinstance(config, RNNConfig):
-        if config.pointer_generator:
-            raise SeqsmithError("pointer_generator is not available yet; set model.pointer_generator: false")
-        if config.coverage:
-            raise SeqsmithError("coverage is not available yet; set model.coverage: false")
-        model = RNNModel(config, source_vocab_size, target_vocab_size)
+        if config.pointer_generator and source_vocab_size != target_vocab_size:
+            raise SeqsmithError(_NEEDS_JOINT)
+        if config.pointer_generator or config.coverage:
+            model = PointerGeneratorModel(config, source_vocab_size, target_vocab_size)
+        else:
+            model = RNNModel(config, source_vocab_size, target_vocab_size)
     else:
         model = TransformerModel(config, source_vocab_size, target_vocab_size)
     logger.info(describe(model))
@@ -46,6 +57,8 @@ def describe(model: Seq2SeqModel) -> str:
     if isinstance(config, RNNConfig):
         direction = "bidirectional " if config.bidirectional else ""
         feeding = ", input feeding" if config.input_feeding else ""
+        feeding += ", pointer-generator" if config.pointer_generator else ""
+        feeding += ", coverage" if config.coverage else ""
         shape = (
             f"{config.cell} {direction}layers={config.encoder_layers}+{config.decoder_layers} "
             f"embed={config.embed_dim} hidden={config.hidden_dim} attention={config.attention}{feeding}"

@@ -83,6 +83,11 @@ class Seq2SeqModel(nn.Module, ABC):
     def output_size(self) -> int:
         """Size of the distribution decode_step returns (may exceed the vocabulary for copy models)."""
 
+    def auxiliary_loss(self) -> Tensor | None:
+        """A loss the last ``forward`` adds to the cross-entropy, summed over target tokens (coverage);
+        returned once, then cleared."""
+        return None
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -79,7 +79,8 @@ def read_config(directory: Path) -> Config:
 
 
 def build_from_config(config: Config, tokenizers: Tokenizers) -> Seq2SeqModel:
-    return build_model(config.model, tokenizers.source.vocab_size, tokenizers.target.vocab_size)
+    sizes = tokenizers.source.vocab_size, tokenizers.target.vocab_size
+    return build_model(config.model, *sizes, joint_vocabulary=tokenizers.joint)
 
 
 def load_model_dir(directory: str | Path, weights: str | Path | None = None) -> LoadedModel:

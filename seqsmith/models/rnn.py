@@ -44,13 +44,13 @@ class RNNState(Reorderable):
     attention: Tensor  # (batch, src_len): this step's attention weights
 
 
-def _to_layers_first(hidden: Tensor, cell: Tensor | None) -> Hidden:
+def layers_first(hidden: Tensor, cell: Tensor | None) -> Hidden:
     if cell is None:
         return hidden.transpose(0, 1).contiguous()
     return hidden.transpose(0, 1).contiguous(), cell.transpose(0, 1).contiguous()
 
 
-def _split(hx: Hidden) -> tuple[Tensor, Tensor | None]:
+def split_hidden(hx: Hidden) -> tuple[Tensor, Tensor | None]:
     """(layers, batch, dim) hx -> batch-first hidden and cell."""
     if isinstance(hx, tuple):
         return hx[0].transpose(0, 1), hx[1].transpose(0, 1)
@@ -148,7 +148,7 @@ class RNNModel(Seq2SeqModel):
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
         memory = self.encode(src, src_mask)
         embedded = self.dropout(self.target_embedding(tgt_in))
-        hx = _to_layers_first(memory.hidden, memory.cell)
+        hx = layers_first(memory.hidden, memory.cell)
         if not self.config.input_feeding:
             outputs, _ = self.decoder(embedded, hx)
             vectors, _ = self._attend(outputs, memory)
@@ -164,10 +164,10 @@ class RNNModel(Seq2SeqModel):
         if not isinstance(memory, RNNMemory):
             raise TypeError("RNNModel.decode_step needs the memory returned by RNNModel.encode")
         if state is None:
-            hx, feed = _to_layers_first(memory.hidden, memory.cell), self._initial_feed(memory)
+            hx, feed = layers_first(memory.hidden, memory.cell), self._initial_feed(memory)
         else:
-            hx, feed = _to_layers_first(state.hidden, state.cell), state.feed
+            hx, feed = layers_first(state.hidden, state.cell), state.feed
         vector, weights, hx = self._step(self.dropout(self.target_embedding(prev_ids)), feed, hx, memory)
         log_probs = F.log_softmax(self.output(vector).float(), dim=-1)
-        hidden, cell = _split(hx)
+        hidden, cell = split_hidden(hx)
         return log_probs, RNNState(hidden, cell, vector, weights)

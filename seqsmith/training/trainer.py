@@ -298,7 +298,8 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
                 scores = wrapped(batch.src, batch.src_mask, batch.tgt_in)
             parts = cross_entropy(scores, batch.tgt_out, model.pad_id, self.cfg.label_smoothing)
-            loss = parts.loss / tokens
+            auxiliary = model.auxiliary_loss()
+            loss = (parts.loss if auxiliary is None else parts.loss + auxiliary) / tokens
             penalty = weight_penalty(model, self.cfg.l1, self.cfg.l2)
             if penalty is not None:
                 loss = loss + penalty / len(batches)
