@@ -101,7 +101,15 @@ class RNNConfig(Section):
     coverage_loss_weight: float = Field(1.0, ge=0.0)
 
 
-ModelConfig = Annotated[TransformerConfig | RNNConfig, Field(discriminator="arch")]
+class PretrainedConfig(Section):
+    """A local Hugging Face encoder-decoder (Marian, T5, BART, ...) to fine-tune; its tokenizer replaces
+    ``data.tokenizer``."""
+
+    arch: Literal["pretrained"] = "pretrained"
+    path: str  # directory with config.json, the weights and the tokenizer files; nothing is downloaded
+
+
+ModelConfig = Annotated[TransformerConfig | RNNConfig | PretrainedConfig, Field(discriminator="arch")]
 
 
 class TrainConfig(Section):
@@ -200,7 +208,7 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _cross_section(self) -> Config:
-        if self.model.share_embeddings and not self.data.tokenizer.joint:
+        if getattr(self.model, "share_embeddings", False) and not self.data.tokenizer.joint:
             raise ValueError("model.share_embeddings needs data.tokenizer.joint: true")
         return self
 

@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -394,3 +395,87 @@ def test_adapter_is_a_seq2seq_model(tmp_path: Path) -> None:
     model = load_hf(tiny_hf("t5", tmp_path))
     assert isinstance(model, Seq2SeqModel) and not model.training
     assert (model.pad_id, model.bos_id, model.eos_id, model.decoder_start_id) == (VOCAB, VOCAB, 1, 0)
+
+
+COPY_WORDS = [f"w{i}" for i in range(20)]
+
+
+def tiny_marian_with_tokenizer(directory: Path) -> Path:
+    """A random Marian and a word-level tokenizer that agree on the special ids (pad 0, eos 1)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+    from tokenizers.processors import TemplateProcessing
+
+    words = ["<pad>", "</s>", "<unk>", *COPY_WORDS]
+    backend = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = Whitespace()
+    backend.post_processor = TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(str(directory))
+    torch.manual_seed(0)
+    config = transformers.MarianConfig(
+        vocab_size=len(words), d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=64,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, init_std=0.1, scale_embedding=True,
+    )  # fmt: skip
+    transformers.MarianMTModel(config).save_pretrained(str(directory))
+    return directory
+
+
+def test_seqsmith_train_fine_tunes_a_pretrained_model(tmp_path: Path) -> None:
+    """prepare + train + load through the ordinary commands, with the model's own tokenizer and ids."""
+    from seqsmith import api
+    from seqsmith.data.binarize import BinarizedSplit
+    from seqsmith.models.model_dir import load_model_dir
+    from seqsmith.training.trainer import split_loss
+
+    pretrained = tiny_marian_with_tokenizer(tmp_path / "pretrained")
+    rng = random.Random(0)
+    for split, count in (("train", 600), ("dev", 60), ("test", 20)):
+        lines = [" ".join(rng.choices(COPY_WORDS, k=rng.randint(2, 6))) for _ in range(count)]
+        (tmp_path / f"{split}.tsv").write_text("".join(f"{line}\t{line}\n" for line in lines))
+    config = config_from_dict(
+        {
+            "data": {
+                **{split: str(tmp_path / f"{split}.tsv") for split in ("train", "dev", "test")},
+                "format": "tsv",
+                "output_dir": str(tmp_path / "data"),
+            },
+            "model": {"arch": "pretrained", "path": str(pretrained)},
+            "train": {
+                "model_dir": str(tmp_path / "model"),
+                "lr": 3e-3,
+                "schedule": "constant",
+                "warmup_steps": 10,
+                "early_stopping_metric": "loss",
+                "batch_tokens": 256,
+                "max_steps": 300,
+                "max_epochs": None,
+                "validate_every": 100,
+                "checkpoint_every": 100,
+                "threads": 1,
+            },
+            "generate": {"method": "greedy"},
+        },
+        "pretrained test config",
+    )
+    api.prepare(config, show_progress=False)
+    dev = BinarizedSplit(tmp_path / "data", "dev")
+    assert dev.source(0).tolist()[-1] == 1  # the tokenizer's own EOS ends every source
+    before = split_loss(load_hf(pretrained), dev, 512)
+    api.train(config, show_progress=False)
+    shutil.rmtree(pretrained)  # the model directory must stand on its own
+    loaded = load_model_dir(tmp_path / "model")
+    after = split_loss(loaded.model, dev, 512)
+    assert after < 0.5 * before, (before, after)
+    texts = ["w1 w2 w3", "w7 w7 w4 w9", "w3 w12 w5 w0 w18 w2"]
+    outputs = api.load(tmp_path / "model").generate(texts)
+    assert outputs[0] == texts[0]
+    tokenizer = loaded.tokenizers.source.tokenizer
+    reference = loaded.model.hf.generate(
+        **tokenizer(texts, return_tensors="pt", padding=True), num_beams=1, do_sample=False, max_new_tokens=30
+    )
+    assert outputs == tokenizer.batch_decode(reference, skip_special_tokens=True)

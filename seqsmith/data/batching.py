@@ -46,22 +46,29 @@ class Batch:
         return self.src, self.src_mask, self.tgt_in, self.tgt_out, self.ids
 
 
-def collate(split: BinarizedSplit, indices: np.ndarray) -> Batch:
+def collate(
+    split: BinarizedSplit,
+    indices: np.ndarray,
+    pad_id: int = PAD_ID,
+    bos_id: int = BOS_ID,
+    eos_id: int = EOS_ID,
+) -> Batch:
+    """Padded tensors for ``indices``; a pretrained model passes its own special ids."""
     indices = np.asarray(indices, dtype=np.int64)
     source_lengths = split.source_lengths[indices]
     target_lengths = split.target_lengths[indices]
     size = len(indices)
-    src = np.full((size, int(source_lengths.max(initial=1))), PAD_ID, dtype=np.int64)
+    src = np.full((size, int(source_lengths.max(initial=1))), pad_id, dtype=np.int64)
     target_width = int(target_lengths.max(initial=0)) + 1
-    tgt_in = np.full((size, target_width), PAD_ID, dtype=np.int64)
-    tgt_out = np.full((size, target_width), PAD_ID, dtype=np.int64)
-    tgt_in[:, 0] = BOS_ID
+    tgt_in = np.full((size, target_width), pad_id, dtype=np.int64)
+    tgt_out = np.full((size, target_width), pad_id, dtype=np.int64)
+    tgt_in[:, 0] = bos_id
     rows = zip(split.rows(0, indices), split.rows(1, indices), target_lengths, strict=True)
     for row, (source, target, target_length) in enumerate(rows):
         src[row, : len(source)] = source
         tgt_in[row, 1 : target_length + 1] = target
         tgt_out[row, :target_length] = target
-        tgt_out[row, target_length] = EOS_ID
+        tgt_out[row, target_length] = eos_id
     src_mask = np.arange(src.shape[1])[None, :] < source_lengths[:, None]
     return Batch(
         torch.from_numpy(src),

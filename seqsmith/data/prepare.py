@@ -17,10 +17,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from seqsmith.config import Config, DataConfig
+from seqsmith.config import Config, DataConfig, PretrainedConfig
 from seqsmith.data.binarize import SplitWriter
 from seqsmith.data.corpus import Example, ReadCounts, Split, check_files, read_split, split_files
-from seqsmith.data.tokenizer import EOS_ID, Tokenizers, truncate
+from seqsmith.data.tokenizer import Tokenizers, truncate
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text, fsync_path
 
@@ -100,7 +100,7 @@ def _binarize(
                     report.truncated += 1
                     source = truncate(source, data.max_source_length, data.truncate_source_from)
                     target = truncate(target, data.max_target_length)
-                source.append(EOS_ID)
+                source = tokenizers.finish_source(source)
                 writer.add(source, target, example)
                 report.source_tokens += len(source)
                 report.target_tokens += len(target)
@@ -147,7 +147,7 @@ def prepare(config: Config, progress: bool = True) -> PrepareReport:
     directory = final.with_name(final.name + ".partial")
     shutil.rmtree(directory, ignore_errors=True)
     try:
-        report = _prepare_into(directory, data, splits, progress)
+        report = _prepare_into(directory, config, splits, progress)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
@@ -157,12 +157,23 @@ def prepare(config: Config, progress: bool = True) -> PrepareReport:
     return report
 
 
-def _prepare_into(directory: Path, data: DataConfig, splits: list[Split], progress: bool) -> PrepareReport:
-    tokenizers = Tokenizers.train(
+def _tokenizers(config: Config, progress: bool) -> Tokenizers:
+    """A pretrained model's own tokenizer, or one trained on the training data."""
+    data = config.data
+    if isinstance(config.model, PretrainedConfig):
+        from seqsmith.models.hf import HFTokenizers  # needs transformers: only for pretrained models
+
+        return HFTokenizers.load(Path(config.model.path))
+    return Tokenizers.train(
         data.tokenizer,
         (example.source for example in _examples(data, "train", progress, "tokenizer: read sources")),
         (example.target for example in _examples(data, "train", progress, "tokenizer: read targets")),
     )
+
+
+def _prepare_into(directory: Path, config: Config, splits: list[Split], progress: bool) -> PrepareReport:
+    data = config.data
+    tokenizers = _tokenizers(config, progress)
     tokenizers.save(directory / "tokenizer")
     reports = {split: _binarize(data, split, tokenizers, directory, progress) for split in splits}
     return PrepareReport(

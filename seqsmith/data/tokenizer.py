@@ -288,6 +288,10 @@ class Tokenizers:
     target: Tokenizer
     joint: bool
 
+    def finish_source(self, ids: list[int]) -> list[int]:
+        """The encoder input around source tokens: here they end with EOS."""
+        return [*ids, EOS_ID]
+
     @classmethod
     def train(cls, config: TokenizerConfig, sources: Iterable[str], targets: Iterable[str]) -> Tokenizers:
         """Streams each side once; SentencePiece sees at most ``config.sample_lines`` lines per side."""
@@ -330,6 +334,10 @@ class Tokenizers:
             files = [Path(directory) / Path(description[side]).name for side in ("source", "target")]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
             raise SeqsmithError(f"{path} is damaged ({error!r}); re-run `seqsmith prepare`") from None
+        if kind == "hf":
+            from seqsmith.models.hf import HFTokenizers  # needs transformers: only for pretrained models
+
+            return HFTokenizers.load(directory)
         if kind not in KINDS:
             raise SeqsmithError(
                 f"{path}: unknown tokenizer kind {kind!r}; expected one of {', '.join(KINDS)}"
@@ -349,8 +357,9 @@ def truncate(ids: list[int], max_length: int, side: Literal["right", "left"] = "
 def encode_source(
     tokenizers: Tokenizers, text: str, max_length: int, truncate_from: Literal["right", "left"] = "right"
 ) -> list[int]:
-    """Encoder input, the same in binarization and generation: tokens (at most ``max_length``) + EOS."""
-    return [*truncate(tokenizers.source.encode(text), max_length, truncate_from), EOS_ID]
+    """Encoder input, the same in binarization and generation: tokens (at most ``max_length``) + EOS
+    (or whatever a pretrained model's tokenizer puts around them)."""
+    return tokenizers.finish_source(truncate(tokenizers.source.encode(text), max_length, truncate_from))
 
 
 def encode_target(tokenizers: Tokenizers, text: str, max_length: int) -> list[int]:

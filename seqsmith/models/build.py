@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from seqsmith.config import ModelConfig, RNNConfig
+from seqsmith.config import RNNConfig, TransformerConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.interface import EOS_ID, Seq2SeqModel
 from seqsmith.models.pointer_generator import PointerGeneratorModel
@@ -20,7 +20,10 @@ _NEEDS_JOINT = (
 
 
 def build_model(
-    config: ModelConfig, source_vocab_size: int, target_vocab_size: int, joint_vocabulary: bool = True
+    config: TransformerConfig | RNNConfig,
+    source_vocab_size: int,
+    target_vocab_size: int,
+    joint_vocabulary: bool = True,
 ) -> Seq2SeqModel:
     """A freshly initialized model; logs ``describe(model)`` at INFO level."""
     if isinstance(config, RNNConfig) and config.pointer_generator and not joint_vocabulary:
@@ -69,6 +72,8 @@ def describe(model: Seq2SeqModel) -> str:
             f"layers={config.encoder_layers}+{config.decoder_layers} ffn={config.ffn_dim} "
             f"{config.norm}-norm {config.positions} positions {config.activation}"
         )
+    elif (hf_config := getattr(getattr(model, "hf", None), "config", None)) is not None:
+        shape = f"pretrained {hf_config.model_type}"
     else:
         shape = type(model).__name__
     sharing = [name for name in ("share_embeddings", "tie_output") if getattr(config, name, False)]

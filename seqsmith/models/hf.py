@@ -30,10 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqsmith.data.tokenizer import FORMAT_VERSION, Tokenizer, Tokenizers
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import atomic_directory, atomic_write_text
 from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel
 
 INSTALL_HINT = "pip install 'seqsmith[hf]'"
+SAVED = "hf"  # subdirectory for HF's own files in seqsmith's tokenizer and model directories
 
 
 def import_transformers() -> Any:
@@ -217,14 +220,35 @@ def load_hf(directory: str | Path) -> HFSeq2Seq:
     return HFSeq2Seq(hf_model, directory).eval()
 
 
-class HFTokenizer:
+def save_architecture(model: HFSeq2Seq, directory: Path) -> None:
+    """HF's config and generation config in ``directory/hf``: what rebuilds the model around the weights
+    that seqsmith saves, without the directory it was fine-tuned from."""
+    target = Path(directory) / SAVED
+    if target.is_dir():
+        return
+    with atomic_directory(target) as temporary:
+        model.hf.config.save_pretrained(str(temporary))
+        model.hf.generation_config.save_pretrained(str(temporary))
+
+
+def load_architecture(directory: Path) -> HFSeq2Seq:
+    """The model ``save_architecture`` described, with fresh weights: load seqsmith's weights next."""
+    directory = Path(directory) / SAVED
+    transformers = import_transformers()
+    _check_directory(directory)
+    config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+    return HFSeq2Seq(transformers.AutoModelForSeq2SeqLM.from_config(config), directory).eval()
+
+
+class HFTokenizer(Tokenizer):
     """One side of an HF tokenizer with seqsmith's Tokenizer methods; ids carry no special tokens."""
 
     kind = "hf"
-    lowercase = False
 
     def __init__(self, tokenizer: Any, side: str) -> None:
+        super().__init__()
         self.tokenizer, self.side = tokenizer, side
+        self._affixes: tuple[list[int], list[int]] | None = None
 
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
@@ -237,7 +261,27 @@ class HFTokenizer:
 
     def with_specials(self, ids: list[int]) -> list[int]:
         """The encoder input HF builds around ``ids`` (e.g. ``ids + [eos]`` for Marian and T5)."""
-        return list(self.tokenizer.build_inputs_with_special_tokens(ids))
+        if hasattr(self.tokenizer, "build_inputs_with_special_tokens"):
+            return list(self.tokenizer.build_inputs_with_special_tokens(ids))
+        prefix, suffix = self._special_affixes()
+        return [*prefix, *ids, *suffix]
+
+    def _special_affixes(self) -> tuple[list[int], list[int]]:
+        """What a tokenizers-backed tokenizer's post-processor puts before and after a text's ids: it
+        works on its own encodings only, so it is read off one probe text encoded with and without."""
+        if self._affixes is None:
+            plain = self.encode("a")
+            full = list(self.tokenizer("a", add_special_tokens=True)["input_ids"])
+            start = next(
+                (i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), None
+            )
+            if not plain or start is None:
+                raise SeqsmithError(
+                    f"cannot tell where {type(self.tokenizer).__name__} puts its special tokens; "
+                    "give it a template post-processor (ids + [eos])"
+                )
+            self._affixes = full[:start], full[start + len(plain) :]
+        return self._affixes
 
     def decode(self, ids: Iterable[int]) -> str:
         kept = [int(i) for i in ids if int(i) < self.vocab_size]
@@ -259,16 +303,23 @@ class HFTokenizer:
 
 
 @dataclasses.dataclass
-class HFTokenizers:
-    """``AutoTokenizer`` of an HF model directory, shaped like ``seqsmith.data.tokenizer.Tokenizers``."""
+class HFTokenizers(Tokenizers):
+    """``AutoTokenizer`` of an HF model directory, used like ``seqsmith.data.tokenizer.Tokenizers``.
+
+    Saved as ``hf/`` (HF's own files) beside a ``tokenizer.json`` of kind ``hf``, so that
+    ``Tokenizers.load`` finds it in a prepared data or model directory like any other tokenizer.
+    """
 
     source: HFTokenizer
     target: HFTokenizer
     joint: bool = True
 
     @classmethod
-    def load(cls, directory: str | Path) -> HFTokenizers:
+    def load(cls, directory: Path) -> HFTokenizers:
+        """From an HF model directory, or from one this class saved."""
         directory = Path(directory)
+        if (directory / SAVED).is_dir():
+            directory = directory / SAVED
         transformers = import_transformers()
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
@@ -281,4 +332,18 @@ class HFTokenizers:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.source.tokenizer.save_pretrained(str(directory))
+        self.source.save(directory, SAVED)
+        description = {
+            "format_version": FORMAT_VERSION,
+            "kind": "hf",
+            "joint": True,
+            "lowercase": False,
+            "source": SAVED,
+            "target": SAVED,
+            "source_vocab_size": self.source.vocab_size,
+            "target_vocab_size": self.target.vocab_size,
+        }
+        atomic_write_text(directory / "tokenizer.json", json.dumps(description, indent=2) + "\n")
+
+    def finish_source(self, ids: list[int]) -> list[int]:
+        return self.source.with_specials(ids)

@@ -10,7 +10,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_model
 
-from seqsmith.config import Config, config_from_dict
+from seqsmith.config import Config, PretrainedConfig, config_from_dict
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_path
@@ -78,7 +78,15 @@ def read_config(directory: Path) -> Config:
     return config_from_dict(raw, str(path))
 
 
-def build_from_config(config: Config, tokenizers: Tokenizers) -> Seq2SeqModel:
+def build_from_config(config: Config, tokenizers: Tokenizers, model_dir: Path | None = None) -> Seq2SeqModel:
+    """The model a config describes. A pretrained model comes with its weights from ``model.path``, or,
+    given a ``model_dir`` that holds its architecture, uninitialized (for ``load_weights``)."""
+    if isinstance(config.model, PretrainedConfig):
+        from seqsmith.models import hf  # needs transformers: only for pretrained models
+
+        if model_dir is not None and (model_dir / hf.SAVED).is_dir():
+            return hf.load_architecture(model_dir)
+        return hf.load_hf(config.model.path)
     sizes = tokenizers.source.vocab_size, tokenizers.target.vocab_size
     return build_model(config.model, *sizes, joint_vocabulary=tokenizers.joint)
 
@@ -90,7 +98,7 @@ def load_model_dir(directory: str | Path, weights: str | Path | None = None) -> 
         raise SeqsmithError(f"model directory {directory} not found")
     config = read_config(directory)
     tokenizers = Tokenizers.load(directory / TOKENIZER)
-    model = build_from_config(config, tokenizers)
+    model = build_from_config(config, tokenizers, directory)
     load_weights(model, Path(weights) if weights else directory / WEIGHTS)
     model.eval()
     return LoadedModel(model, tokenizers, config)

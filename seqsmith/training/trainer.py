@@ -30,6 +30,7 @@ from seqsmith.evaluation.metrics import corpus_scores, reference_sets
 from seqsmith.fileio import atomic_path
 from seqsmith.generation.generator import decode_split
 from seqsmith.models.build import describe
+from seqsmith.models.hf import HFSeq2Seq, save_architecture
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.model_dir import CONFIG, TOKENIZER, WEIGHTS, build_from_config, read_config, save_weights
 from seqsmith.training.checkpoint import CheckpointDir, Progress
@@ -64,7 +65,7 @@ def split_loss(model: Seq2SeqModel, split: BinarizedSplit, batch_tokens: int) ->
     sampler = TokenBatchSampler(split.source_lengths, split.target_lengths, batch_tokens, shuffle=False)
     nll, tokens = 0.0, 0
     for indices in sampler.batches(0):
-        batch = collate(split, indices).to(device)
+        batch = collate(split, indices, model.pad_id, model.bos_id, model.eos_id).to(device)
         parts = cross_entropy(
             model(batch.src, batch.src_mask, batch.tgt_in), batch.tgt_out, model.pad_id, 0.0
         )
@@ -198,6 +199,8 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         self._prepare_model_dir()
         model = build_from_config(self.config, self.tokenizers).to(self.device)
+        if isinstance(model, HFSeq2Seq) and self.rank == 0:
+            save_architecture(model, self.model_dir)
         optimizer = build_optimizer(model.parameters(), self.cfg)
         progress = self.checkpoints.restore(model, optimizer) or Progress()
         if self.rank == 0:
@@ -290,7 +293,8 @@ class Trainer:
         group: list[Any],
         step: int,
     ) -> tuple[float, int]:
-        batches = [collate(self.train_split, indices).to(self.device) for indices in group]
+        specials = model.pad_id, model.bos_id, model.eos_id
+        batches = [collate(self.train_split, indices, *specials).to(self.device) for indices in group]
         tokens = sum(b.num_target_tokens for b in batches)
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
