@@ -75,6 +75,8 @@ class TransformerConfig(Section):
     share_embeddings: bool = True  # source and target embeddings shared (needs a joint vocabulary)
     tie_output: bool = True  # decoder input embedding reused as the output projection
     activation: Literal["relu", "gelu"] = "relu"
+    init_encoder_from: str | None = None  # a local Marian directory whose encoder starts training
+    init_encoder_embeddings: bool = False  # also its token embeddings (only with the same vocabulary ids)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TransformerConfig:

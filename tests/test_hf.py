@@ -479,3 +479,42 @@ def test_seqsmith_train_fine_tunes_a_pretrained_model(tmp_path: Path) -> None:
         **tokenizer(texts, return_tensors="pt", padding=True), num_beams=1, do_sample=False, max_new_tokens=30
     )
     assert outputs == tokenizer.batch_decode(reference, skip_special_tokens=True)
+
+
+def test_training_starts_from_a_pretrained_encoder(tmp_path: Path) -> None:
+    """The config option reaches the trainer's initial model: the encoder is Marian's, the rest is not."""
+    from conftest import tiny_config
+
+    from seqsmith import api
+    from seqsmith.training.trainer import Trainer
+
+    torch.manual_seed(2)
+    marian = transformers.MarianMTModel(
+        transformers.MarianConfig(
+            vocab_size=60, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64,
+            activation_function="relu", pad_token_id=PAD_ID, init_std=0.5,
+        )
+    ).eval()  # fmt: skip
+    marian.save_pretrained(str(tmp_path / "marian"))
+    shape = {
+        "d_model": 32,
+        "heads": 4,
+        "ffn_dim": 64,
+        "encoder_layers": 2,
+        "norm": "post",
+        "positions": "learned",
+    }
+    config = tiny_config(
+        tmp_path, model={**shape, "max_positions": 64, "init_encoder_from": str(tmp_path / "marian")}
+    )
+    api.prepare(config, show_progress=False)
+    model = Trainer(config, show_progress=False).initial_model()
+    assert isinstance(model, TransformerModel)
+    encoder = marian.get_encoder()
+    for mine, theirs in zip(model.encoder_layers, encoder.layers, strict=True):
+        assert torch.equal(mine.ffn[0].weight, theirs.fc1.weight)
+        assert torch.equal(mine.norm2.weight, theirs.final_layer_norm.weight)
+    assert torch.equal(model.source_positions.table, encoder.embed_positions.weight)
+    decoder_weight = marian.get_decoder().layers[0].fc1.weight
+    assert not torch.equal(model.decoder_layers[0].ffn[0].weight, decoder_weight)  # the decoder is fresh

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from seqsmith.config import Config, GenerateConfig, save_config
+from seqsmith.config import Config, GenerateConfig, TransformerConfig, save_config
 from seqsmith.data.batching import TokenBatchSampler, collate
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.tokenizer import Tokenizers
@@ -31,8 +31,10 @@ from seqsmith.fileio import atomic_path
 from seqsmith.generation.generator import decode_split
 from seqsmith.models.build import describe
 from seqsmith.models.hf import HFSeq2Seq, save_architecture
+from seqsmith.models.hf_export import init_encoder_from_hf
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.model_dir import CONFIG, TOKENIZER, WEIGHTS, build_from_config, read_config, save_weights
+from seqsmith.models.transformer import TransformerModel
 from seqsmith.training.checkpoint import CheckpointDir, Progress
 from seqsmith.training.losses import cross_entropy, weight_penalty
 from seqsmith.training.optim import build_optimizer, learning_rate, set_learning_rate
@@ -128,6 +130,18 @@ class Trainer:
         if not (self.model_dir / TOKENIZER).is_dir():
             shutil.copytree(self.data_dir / TOKENIZER, self.model_dir / TOKENIZER)
 
+    def initial_model(self) -> Seq2SeqModel:
+        """The model before training: fresh, pretrained, or with a pretrained encoder (a resumed run then
+        loads its checkpoint over it)."""
+        model = build_from_config(self.config, self.tokenizers)
+        if isinstance(model, HFSeq2Seq) and self.rank == 0:
+            save_architecture(model, self.model_dir)
+        source = getattr(self.config.model, "init_encoder_from", None)
+        if source is not None:
+            assert isinstance(model, TransformerModel) and isinstance(self.config.model, TransformerConfig)
+            init_encoder_from_hf(model, source, self.config.model.init_encoder_embeddings)
+        return model
+
     def _open_log(self, resume_step: int) -> None:
         """Keep the log rows up to the resumed step, so a resumed run's log equals an uninterrupted one's."""
         if self.rank:
@@ -198,9 +212,7 @@ class Trainer:
     def train(self) -> TrainResult:
         torch.manual_seed(self.cfg.seed)
         self._prepare_model_dir()
-        model = build_from_config(self.config, self.tokenizers).to(self.device)
-        if isinstance(model, HFSeq2Seq) and self.rank == 0:
-            save_architecture(model, self.model_dir)
+        model = self.initial_model().to(self.device)
         optimizer = build_optimizer(model.parameters(), self.cfg)
         progress = self.checkpoints.restore(model, optimizer) or Progress()
         if self.rank == 0:
