@@ -101,6 +101,14 @@ class RNNConfig(Section):
     pointer_generator: bool = False  # copy from the source (See et al., 2017); needs a joint vocabulary
     coverage: bool = False  # coverage vector in attention and coverage loss (See et al., 2017)
     coverage_loss_weight: float = Field(1.0, ge=0.0)
+    oov_slots: int = Field(0, ge=0)  # pointer_generator with char/word vocabularies: out-of-vocabulary
+    # source symbols a sentence may copy (See et al.'s extended vocabulary); set before `seqsmith prepare`
+
+    @model_validator(mode="after")
+    def _slots_need_copying(self) -> RNNConfig:
+        if self.oov_slots and not self.pointer_generator:
+            raise ValueError("oov_slots needs pointer_generator: true")
+        return self
 
 
 class PretrainedConfig(Section):

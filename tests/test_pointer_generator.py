@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor
 
-from seqsmith.config import RNNConfig
+from seqsmith import api
+from seqsmith.config import RNNConfig, config_from_dict
+from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.build import build_model
 from seqsmith.models.interface import PAD_ID
@@ -105,3 +110,50 @@ def test_copying_needs_one_vocabulary() -> None:
     with pytest.raises(SeqsmithError, match="joint: true"):
         build_model(RNNConfig(pointer_generator=True), 20, 20, joint_vocabulary=False)
     assert isinstance(build_model(RNNConfig(coverage=True), 20, 30), PointerGeneratorModel)
+
+
+def test_extended_vocabulary_copies_words_never_seen_in_training(tmp_path: Path) -> None:
+    """Greetings with a fresh name each time: a word vocabulary never holds the names (min_freq 3), so
+    only the copy slots can write them, for names the model has never seen."""
+    rng = random.Random(0)
+
+    def name() -> str:
+        return "".join(rng.choices("bcdfghjklmnpqrstvwz", k=6))
+
+    def pair() -> str:
+        person, greeting = name(), rng.choice(["hello", "hi", "good morning", "dear"])
+        return f"{greeting} {person} , how are you\thi {person}\n"
+
+    for split, count in (("train", 1500), ("dev", 50), ("test", 20)):
+        (tmp_path / f"{split}.tsv").write_text("".join(pair() for _ in range(count)))
+    raw = {
+        "data": {
+            **{split: str(tmp_path / f"{split}.tsv") for split in ("train", "dev", "test")},
+            "format": "tsv",
+            "tokenizer": {"kind": "word", "min_freq": 3},  # a name occurs twice: source and target
+            "output_dir": str(tmp_path / "data"),
+        },
+        "model": {
+            "arch": "rnn", "embed_dim": 32, "hidden_dim": 64, "dropout": 0.0, "share_embeddings": True,
+            "pointer_generator": True, "oov_slots": 4,
+        },
+        "train": {
+            "model_dir": str(tmp_path / "model"), "lr": 5e-3, "schedule": "constant", "warmup_steps": 10,
+            "batch_tokens": 400, "max_steps": 250, "max_epochs": None, "validate_every": 250,
+            "checkpoint_every": 250, "threads": 1, "label_smoothing": 0.0, "early_stopping_metric": "loss",
+        },
+        "generate": {"method": "greedy"},
+    }  # fmt: skip
+    config = config_from_dict(raw, "copy test")
+    api.prepare(config, show_progress=False)
+    assert Tokenizers.load(tmp_path / "data" / "tokenizer").source.vocab_size < 30  # names are not in it
+    api.train(config, show_progress=False)
+    generator = api.load(tmp_path / "model")
+    names = ["xqzvkw", "mrtplb", "zzzzzz"]
+    outputs = generator.generate([f"hello {n} , how are you" for n in names])
+    assert outputs == [f"hi {n}" for n in names]
+    assert generator.source_oovs("dear abc , how are abc you") == ["abc"]
+
+    bad = config_from_dict({**raw, "model": {**raw["model"], "oov_slots": 2}}, "changed slots")
+    with pytest.raises(SeqsmithError, match="oov_slots=4.*prepare"):
+        api.train(bad, show_progress=False)

@@ -179,3 +179,19 @@ def test_encode_source_and_target_truncate_and_add_eos() -> None:
     assert encode_source(tokenizers, "a b c d e", 3, "left") == [*ids[-3:], EOS_ID]
     assert encode_target(tokenizers, "a b c d e", 2) == ids[:2]
     assert BOS_ID not in encode_target(tokenizers, "a b", 9)
+
+
+def test_copy_ids_for_out_of_vocabulary_source_words(tmp_path: Path) -> None:
+    tokenizers = Tokenizers.train(TokenizerConfig(kind="word"), ["the cat sat"], ["the cat sat"])
+    size = tokenizers.source.vocab_size
+    cat, the = tokenizers.source.encode("cat the")
+    text = "the zebra saw a zebra and an emu"
+    oovs = tokenizers.source_oovs(text, slots=3)
+    assert oovs == ["zebra", "saw", "a"]  # distinct, in order, at most 3
+    assert tokenizers.encode_with_oovs("source", text, oovs) == [
+        the, size, size + 1, size + 2, size, UNK_ID, UNK_ID, UNK_ID,
+    ]  # fmt: skip
+    assert tokenizers.encode_with_oovs("target", "a cat saw emu", oovs) == [size + 2, cat, size + 1, UNK_ID]
+    assert tokenizers.decode_with_oovs([the, size + 1, size, size + 7, EOS_ID], oovs) == "the saw zebra <unk>"
+    assert encode_source(tokenizers, text, 3, oovs=oovs) == [the, size, size + 1, EOS_ID]
+    assert sentencepiece(tmp_path).source_oovs("zebra xylophone", 3) == []  # pieces spell every word

@@ -46,6 +46,7 @@ class PrepareReport:
     source_vocab_size: int
     target_vocab_size: int
     seconds: float
+    oov_slots: int = 0  # pointer-generator copy ids past the vocabulary (model.oov_slots)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
@@ -79,18 +80,29 @@ def _chunks(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
         yield chunk
 
 
+def _encode(tokenizers: Tokenizers, chunk: list[Example], oov_slots: int) -> tuple[list[list[int]], ...]:
+    """Source and target ids; with ``oov_slots``, source words outside the vocabulary get copy ids."""
+    if not oov_slots:
+        sources = tokenizers.source.encode_batch([example.source for example in chunk])
+        return sources, tokenizers.target.encode_batch([example.target for example in chunk])
+    oovs = [tokenizers.source_oovs(example.source, oov_slots) for example in chunk]
+    return (
+        [tokenizers.encode_with_oovs("source", e.source, o) for e, o in zip(chunk, oovs, strict=True)],
+        [tokenizers.encode_with_oovs("target", e.target, o) for e, o in zip(chunk, oovs, strict=True)],
+    )
+
+
 def _binarize(
-    data: DataConfig, split: Split, tokenizers: Tokenizers, directory: Path, progress: bool
+    data: DataConfig, split: Split, tokenizers: Tokenizers, directory: Path, progress: bool, oov_slots: int
 ) -> SplitReport:
     report, counts = SplitReport(), ReadCounts()
     train = split == "train"
     drop_overlong = train and data.overlong == "filter"
-    vocab_size = max(tokenizers.source.vocab_size, tokenizers.target.vocab_size)
+    vocab_size = max(tokenizers.source.vocab_size, tokenizers.target.vocab_size) + oov_slots
     examples = _examples(data, split, progress, f"binarize {split}", counts)
     with SplitWriter(directory, split, vocab_size, keep_texts=not train) as writer:
         for chunk in _chunks(examples, CHUNK):
-            sources = tokenizers.source.encode_batch([example.source for example in chunk])
-            targets = tokenizers.target.encode_batch([example.target for example in chunk])
+            sources, targets = _encode(tokenizers, chunk, oov_slots)
             for example, source, target in zip(chunk, sources, targets, strict=True):
                 overlong = len(source) > data.max_source_length or len(target) > data.max_target_length
                 if overlong and drop_overlong:
@@ -175,11 +187,13 @@ def _prepare_into(directory: Path, config: Config, splits: list[Split], progress
     data = config.data
     tokenizers = _tokenizers(config, progress)
     tokenizers.save(directory / "tokenizer")
-    reports = {split: _binarize(data, split, tokenizers, directory, progress) for split in splits}
+    oov_slots = getattr(config.model, "oov_slots", 0)
+    reports = {split: _binarize(data, split, tokenizers, directory, progress, oov_slots) for split in splits}
     return PrepareReport(
         output_dir=str(directory),
         splits=reports,
         source_vocab_size=tokenizers.source.vocab_size,
         target_vocab_size=tokenizers.target.vocab_size,
         seconds=0.0,
+        oov_slots=oov_slots,
     )

@@ -288,6 +288,46 @@ class Tokenizers:
     target: Tokenizer
     joint: bool
 
+    def source_oovs(self, text: str, slots: int) -> list[str]:
+        """The first ``slots`` distinct source symbols outside a char/word vocabulary, in order of
+        appearance: the words a pointer-generator may copy through its extended vocabulary. SentencePiece
+        spells every word with pieces, so it has none."""
+        tokenizer = self.source
+        found: list[str] = []
+        if not isinstance(tokenizer, SymbolTokenizer):
+            return found
+        for symbol in tokenizer.split(tokenizer._prepare(text)):
+            if len(found) == slots:
+                break
+            if symbol not in tokenizer.index and symbol not in found:
+                found.append(symbol)
+        return found
+
+    def encode_with_oovs(self, side: Literal["source", "target"], text: str, oovs: list[str]) -> list[int]:
+        """``encode`` with the symbols in ``oovs`` as ids ``vocab_size + position`` instead of UNK."""
+        tokenizer = self.source if side == "source" else self.target
+        ids = tokenizer.encode(text)
+        if not oovs or not isinstance(tokenizer, SymbolTokenizer):
+            return ids
+        slots = {symbol: tokenizer.vocab_size + i for i, symbol in enumerate(oovs)}
+        symbols = tokenizer.split(tokenizer._prepare(text))
+        return [
+            slots.get(symbol, UNK_ID) if i == UNK_ID else i for i, symbol in zip(ids, symbols, strict=True)
+        ]
+
+    def decode_with_oovs(self, ids: Iterable[int], oovs: Sequence[str]) -> str:
+        """Target text with ids past the vocabulary read from the source's ``oovs``."""
+        tokenizer = self.target
+        if not oovs or not isinstance(tokenizer, SymbolTokenizer):
+            return tokenizer.decode(ids)
+        size = tokenizer.vocab_size
+        symbols = [
+            tokenizer.symbols[i] if i < size else oovs[i - size] if i - size < len(oovs) else SPECIALS[UNK_ID]
+            for i in map(int, ids)
+            if i not in _DROPPED
+        ]
+        return tokenizer.join(symbols)
+
     def finish_source(self, ids: list[int]) -> list[int]:
         """The encoder input around source tokens: here they end with EOS."""
         return [*ids, EOS_ID]
@@ -355,11 +395,16 @@ def truncate(ids: list[int], max_length: int, side: Literal["right", "left"] = "
 
 
 def encode_source(
-    tokenizers: Tokenizers, text: str, max_length: int, truncate_from: Literal["right", "left"] = "right"
+    tokenizers: Tokenizers,
+    text: str,
+    max_length: int,
+    truncate_from: Literal["right", "left"] = "right",
+    oovs: list[str] | None = None,
 ) -> list[int]:
     """Encoder input, the same in binarization and generation: tokens (at most ``max_length``) + EOS
     (or whatever a pretrained model's tokenizer puts around them)."""
-    return tokenizers.finish_source(truncate(tokenizers.source.encode(text), max_length, truncate_from))
+    ids = tokenizers.encode_with_oovs("source", text, oovs) if oovs else tokenizers.source.encode(text)
+    return tokenizers.finish_source(truncate(ids, max_length, truncate_from))
 
 
 def encode_target(tokenizers: Tokenizers, text: str, max_length: int) -> list[int]:

@@ -64,13 +64,21 @@ def search_all(
     return results
 
 
+def copy_slots(model: Seq2SeqModel) -> int:
+    """How many out-of-vocabulary source words a sentence may copy (pointer-generator ``oov_slots``)."""
+    return int(getattr(model, "oov_slots", 0))
+
+
 def decode_split(
     model: Seq2SeqModel, split: BinarizedSplit, tokenizers: Tokenizers, config: GenerateConfig
 ) -> list[list[str]]:
     """Hypothesis texts (n-best lists) for every example of a binarized split, in its order."""
     sources = [split.source(i).tolist() for i in range(len(split))]
+    slots = copy_slots(model)
+    oovs = [tokenizers.source_oovs(e.source, slots) for e in split.texts()] if slots else [[]] * len(split)
     return [
-        [tokenizers.target.decode(h.tokens) for h in nbest] for nbest in search_all(model, sources, config)
+        [tokenizers.decode_with_oovs(h.tokens, words) for h in nbest]
+        for nbest, words in zip(search_all(model, sources, config), oovs, strict=True)
     ]
 
 
@@ -110,9 +118,14 @@ class Generator:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
             raise SeqsmithError(f"invalid generation options {options}: {problems}") from None
 
+    def source_oovs(self, text: str) -> list[str]:
+        """The source words outside the vocabulary that the model may copy (pointer-generator only)."""
+        return self.tokenizers.source_oovs(text, copy_slots(self.model))
+
     def encode(self, text: str) -> list[int]:
+        data = self.data_config
         return encode_source(
-            self.tokenizers, text, self.data_config.max_source_length, self.data_config.truncate_source_from
+            self.tokenizers, text, data.max_source_length, data.truncate_source_from, self.source_oovs(text)
         )
 
     def generate_full(self, texts: Sequence[str], **options: Any) -> list[list[Output]]:
@@ -121,7 +134,7 @@ class Generator:
         return [
             [
                 Output(
-                    self.tokenizers.target.decode(h.tokens),
+                    self.tokenizers.decode_with_oovs(h.tokens, oovs),
                     h.score,
                     h.tokens,
                     h.token_log_probs,
@@ -129,7 +142,7 @@ class Generator:
                 )
                 for h in nbest
             ]
-            for nbest in results
+            for nbest, oovs in zip(results, map(self.source_oovs, texts), strict=True)
         ]
 
     def generate(self, texts: Sequence[str], **options: Any) -> list[str]:

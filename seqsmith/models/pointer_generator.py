@@ -6,6 +6,11 @@ Copying works in one id space, so the model needs a joint vocabulary (``data.tok
 with subword tokenizers every source word is spelled by in-vocabulary pieces, so copying pieces also
 copies words the vocabulary has never seen whole.
 
+With ``oov_slots``, the data pipeline gives the first k distinct out-of-vocabulary words of each source
+the ids V..V+k-1 (in the source and, where the target repeats them, in the target): embeddings read them
+as UNK, and the output distribution grows by k columns that only copying can fill (See et al.'s extended
+vocabulary; for char/word tokenizers, whose rare words would otherwise be lost).
+
 Coverage keeps c_t = sum of the earlier attention weights: it enters every attention score through a
 learned vector added to the projected keys (v · tanh(W_k h_i + w_c c_i + W_q s_t) for Bahdanau), and the
 coverage loss sum_i min(a_i, c_i) is returned by ``auxiliary_loss`` for the trainer to add.
@@ -21,10 +26,11 @@ import dataclasses
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqsmith.config import RNNConfig
-from seqsmith.models.interface import Memory
+from seqsmith.models.interface import UNK_ID, Memory
 from seqsmith.models.rnn import Hidden, RNNMemory, RNNModel, RNNState, layers_first, split_hidden
 
 _FLOOR = 1e-12
@@ -49,10 +55,19 @@ class PointerGeneratorModel(RNNModel):
         self.copy = config.pointer_generator
         self.gate = nn.Linear(2 * hidden + config.embed_dim, 1) if self.copy else None
         self.coverage_feature = nn.Parameter(torch.zeros(hidden)) if config.coverage else None
+        self.oov_slots = config.oov_slots
         self._auxiliary: Tensor | None = None
 
+    @property
+    def output_size(self) -> int:
+        return self.target_vocab_size + self.oov_slots
+
+    def _in_vocabulary(self, ids: Tensor) -> Tensor:
+        """Copy ids past the vocabulary read as UNK wherever an embedding is looked up."""
+        return ids.masked_fill(ids >= self.target_vocab_size, UNK_ID) if self.oov_slots else ids
+
     def encode(self, src: Tensor, src_mask: Tensor) -> CopyMemory:
-        base = super().encode(src, src_mask)
+        base = super().encode(self._in_vocabulary(src), src_mask)
         return CopyMemory(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, src=src)
 
     def auxiliary_loss(self) -> Tensor | None:
@@ -76,12 +91,13 @@ class PointerGeneratorModel(RNNModel):
         if self.gate is None:
             return vocab.clamp_min(_FLOOR).log(), vector, weights, hx
         p_gen = torch.sigmoid(self.gate(torch.cat([context, query, embedded], dim=-1)).float())
-        mixed = (vocab * p_gen).scatter_add(1, memory.src, weights.float() * (1.0 - p_gen))
+        generated = F.pad(vocab * p_gen, (0, self.oov_slots))
+        mixed = generated.scatter_add(1, memory.src, weights.float() * (1.0 - p_gen))
         return mixed.clamp_min(_FLOOR).log(), vector, weights, hx
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
         memory = self.encode(src, src_mask)
-        embedded = self.dropout(self.target_embedding(tgt_in))
+        embedded = self.dropout(self.target_embedding(self._in_vocabulary(tgt_in)))
         hx: Hidden = layers_first(memory.hidden, memory.cell)
         feed = self._initial_feed(memory)
         coverage = torch.zeros_like(src, dtype=memory.states.dtype)
@@ -104,7 +120,7 @@ class PointerGeneratorModel(RNNModel):
             coverage = torch.zeros_like(memory.src, dtype=memory.states.dtype)
         else:
             hx, feed, coverage = layers_first(state.hidden, state.cell), state.feed, state.coverage
-        embedded = self.dropout(self.target_embedding(prev_ids))
+        embedded = self.dropout(self.target_embedding(self._in_vocabulary(prev_ids)))
         log_probs, feed, weights, hx = self._copy_step(embedded, feed, hx, coverage, memory)
         hidden, cell = split_hidden(hx)
         return log_probs, CopyState(hidden, cell, feed, weights, coverage + weights)
