@@ -47,13 +47,12 @@ class CopyState(RNNState):
 
 
 class PointerGeneratorModel(RNNModel):
-    """``copy=False`` with ``coverage=True`` gives plain attention with coverage (the paper's baseline)."""
+    """With ``pointer_generator: false`` and ``coverage: true``: attention with coverage, no copying."""
 
     def __init__(self, config: RNNConfig, source_vocab_size: int, target_vocab_size: int) -> None:
         super().__init__(config, source_vocab_size, target_vocab_size)
         hidden = config.hidden_dim
-        self.copy = config.pointer_generator
-        self.gate = nn.Linear(2 * hidden + config.embed_dim, 1) if self.copy else None
+        self.gate = nn.Linear(2 * hidden + config.embed_dim, 1) if config.pointer_generator else None
         self.coverage_feature = nn.Parameter(torch.zeros(hidden)) if config.coverage else None
         self.oov_slots = config.oov_slots
         self._auxiliary: Tensor | None = None
@@ -91,7 +90,9 @@ class PointerGeneratorModel(RNNModel):
         if self.gate is None:
             return vocab.clamp_min(_FLOOR).log(), vector, weights, hx
         p_gen = torch.sigmoid(self.gate(torch.cat([context, query, embedded], dim=-1)).float())
-        generated = F.pad(vocab * p_gen, (0, self.oov_slots))
+        generated = vocab * p_gen
+        if self.oov_slots:
+            generated = F.pad(generated, (0, self.oov_slots))
         mixed = generated.scatter_add(1, memory.src, weights.float() * (1.0 - p_gen))
         return mixed.clamp_min(_FLOOR).log(), vector, weights, hx
 

@@ -95,13 +95,12 @@ class Trainer:
             torch.set_num_threads(self.cfg.threads)
         if not (self.data_dir / "report.json").is_file():
             raise SeqsmithError(f"no prepared data in {self.data_dir}; run `seqsmith prepare CONFIG` first")
-        prepared_slots = json.loads((self.data_dir / "report.json").read_text(encoding="utf-8")).get(
-            "oov_slots", 0
-        )
-        if prepared_slots != getattr(config.model, "oov_slots", 0):
+        report = json.loads((self.data_dir / "report.json").read_text(encoding="utf-8"))
+        prepared, wanted = report.get("oov_slots", 0), getattr(config.model, "oov_slots", 0)
+        if prepared != wanted:
             raise SeqsmithError(
-                f"{self.data_dir} was prepared with model.oov_slots={prepared_slots}, the config asks for "
-                f"{getattr(config.model, 'oov_slots', 0)}; run `seqsmith prepare CONFIG` again"
+                f"{self.data_dir} was prepared with model.oov_slots={prepared}, the config asks for {wanted}; "
+                "run `seqsmith prepare CONFIG` again"
             )
         self.tokenizers = Tokenizers.load(self.data_dir / TOKENIZER)
         self.train_split = BinarizedSplit(self.data_dir, "train")
