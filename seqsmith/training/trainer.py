@@ -99,8 +99,8 @@ class Trainer:
         prepared, wanted = report.get("oov_slots", 0), getattr(config.model, "oov_slots", 0)
         if prepared != wanted:
             raise SeqsmithError(
-                f"{self.data_dir} was prepared with model.oov_slots={prepared}, the config asks for {wanted}; "
-                "run `seqsmith prepare CONFIG` again"
+                f"{self.data_dir} was prepared with model.oov_slots={prepared}, the config asks for "
+                f"{wanted}; run `seqsmith prepare CONFIG` again"
             )
         self.tokenizers = Tokenizers.load(self.data_dir / TOKENIZER)
         self.train_split = BinarizedSplit(self.data_dir, "train")
