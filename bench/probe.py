@@ -37,8 +37,8 @@ def _count_seqsmith() -> None:
 
     original = trainer.collate
 
-    def collate(split: Any, indices: Any) -> Any:
-        batch = original(split, indices)
+    def collate(split: Any, indices: Any, *specials: int) -> Any:
+        batch = original(split, indices, *specials)
         PENDING[0] += int(batch.tgt_out.ne(0).sum())  # tgt_out = target + EOS, PAD=0
         return batch
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from seqsmith.models import attention as attention_module
@@ -16,7 +17,7 @@ from seqsmith.models.attention import (
     LuongGeneralAttention,
     make_attention,
 )
-from seqsmith.models.transformer import _CrossAttention, _SelfAttention, padding_bias
+from seqsmith.models.transformer import _CrossAttention, _SelfAttention, attend, padding_bias
 
 KINDS = ["bahdanau", "luong_dot", "luong_general"]
 
@@ -167,3 +168,19 @@ def test_transformer_cross_attention_step_against_float64() -> None:
     assert torch.allclose(got.double(), expected, atol=1e-5)
     assert torch.equal(weights[0, :, 2:], torch.zeros(4, 4))
     assert torch.allclose(weights.sum(-1), torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_written_out_for_dropout_equals_sdpa(causal: bool) -> None:
+    """The training path with dropout: at a rate that rounds to no dropout it must be SDPA exactly, and
+    at 0.5 it must be SDPA on average (inverted dropout keeps the expectation)."""
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=generator, dtype=torch.float64) for _ in range(3))
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 4:] = False
+    bias = None if causal else padding_bias(mask, torch.float64)
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal)
+    torch.testing.assert_close(attend(q, k, v, bias, causal, 0.001), reference)  # written out, no drops
+    torch.manual_seed(0)
+    mean = torch.stack([attend(q, k, v, bias, causal, 0.5) for _ in range(4000)]).mean(0)
+    torch.testing.assert_close(mean, reference, atol=0.15, rtol=0.0)  # ~6 standard errors; unscaled: ~0.5

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from seqsmith.config import TransformerConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.models.dropout import Dropout
+from seqsmith.models.dropout import Dropout, dropout
 from seqsmith.models.interface import PAD_ID, Memory, Reorderable, Seq2SeqModel
 
 _CACHE_CHUNK = 32  # decoding steps the self-attention buffer grows by
@@ -39,6 +39,19 @@ def _xavier_blocks(linear: nn.Linear, blocks: int) -> None:
             nn.init.xavier_uniform_(block)
         if linear.bias is not None:
             nn.init.zeros_(linear.bias)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, causal: bool, dropout_p: float) -> Tensor:
+    """``scaled_dot_product_attention``; with dropout on the weights (training), written out so that the
+    weights go through the byte-mask dropout: SDPA's own draws one double an element on CPU."""
+    if not dropout_p:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal)
+    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))
+    if bias is not None:
+        scores = scores + bias
+    if causal:
+        scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu_(1), float("-inf"))
+    return torch.matmul(dropout(torch.softmax(scores, dim=-1), dropout_p, True), v)
 
 
 def padding_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -60,10 +73,7 @@ class _SelfAttention(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None, causal: bool) -> Tensor:
         batch, length, d_model = x.shape
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        dropout = self.dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=dropout, is_causal=causal
-        )
+        attended = attend(q, k, v, bias, causal, self.dropout if self.training else 0.0)
         return self.out(attended.transpose(1, 2).reshape(batch, length, d_model))
 
     def step(self, x: Tensor, cache: Tensor, t: int) -> Tensor:
@@ -75,7 +85,7 @@ class _SelfAttention(nn.Module):
         keys = cache[0, :, :, : t + 1].reshape(rows * self.heads, t + 1, self.head_dim)
         values = cache[1, :, :, : t + 1].reshape(rows * self.heads, t + 1, self.head_dim)
         weights = torch.softmax(torch.bmm(q, keys.transpose(1, 2)), dim=-1)
-        weights = F.dropout(weights, self.dropout, self.training)
+        weights = dropout(weights, self.dropout, self.training)
         return self.out(torch.bmm(weights, values).view(rows, d_model))
 
 
@@ -94,8 +104,7 @@ class _CrossAttention(nn.Module):
     def forward(self, x: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
         batch, length, d_model = x.shape
         q = self.q(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-        dropout = self.dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, dropout_p=dropout)
+        attended = attend(q, keys, values, bias, False, self.dropout if self.training else 0.0)
         return self.out(attended.transpose(1, 2).reshape(batch, length, d_model))
 
     def step(self, x: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,7 +117,7 @@ class _CrossAttention(nn.Module):
         q = (self.q(x) * self.scale).view(flat, 1, self.head_dim)
         scores = torch.baddbmm(bias.view(flat, 1, -1), q, keys.view(flat, -1, self.head_dim).transpose(1, 2))
         weights = torch.softmax(scores, dim=-1)
-        dropped = F.dropout(weights, self.dropout, self.training)
+        dropped = dropout(weights, self.dropout, self.training)
         attended = torch.bmm(dropped, values.view(flat, -1, self.head_dim)).view(rows, d_model)
         return self.out(attended), weights.view(rows, self.heads, -1)
 
