@@ -44,7 +44,10 @@ DATA = ROOT.parent / "shared" / "data" / "multi30k"
 BASE_CONFIG = ROOT / "configs" / "multi30k_en_de.yaml"
 PEER_CONFIGS = ROOT / "bench" / "peer_configs"
 PROBE = ROOT / "bench" / "probe.py"
-NOT_RUNNABLE = {"fairseq-0.12.2": "installs (`python bench/peers.py fairseq`) but `import fairseq` fails on Python 3.11: ValueError, mutable default CommonConfig for field common"}
+NOT_RUNNABLE = {
+    "fairseq-0.12.2": "installs (`python bench/peers.py fairseq`) but `import fairseq` fails on Python 3.11: "
+    "ValueError, mutable default CommonConfig for field common"
+}
 
 PARAMETERS = {  # where each toolkit's log states the model size
     "seqsmith": r"([\d,]+) parameters",
