@@ -122,15 +122,18 @@ class Generator:
         """The source words outside the vocabulary that the model may copy (pointer-generator only)."""
         return self.tokenizers.source_oovs(text, copy_slots(self.model))
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, oovs: list[str] | None = None) -> list[int]:
+        """Encoder ids; ``oovs`` (default: ``source_oovs(text)``) get the pointer-generator's copy ids."""
         data = self.data_config
-        return encode_source(
-            self.tokenizers, text, data.max_source_length, data.truncate_source_from, self.source_oovs(text)
-        )
+        oovs = self.source_oovs(text) if oovs is None else oovs
+        return encode_source(self.tokenizers, text, data.max_source_length, data.truncate_source_from, oovs)
 
     def generate_full(self, texts: Sequence[str], **options: Any) -> list[list[Output]]:
         config = self.settings(**options)
-        results = search_all(self.model, [self.encode(t) for t in texts], config)
+        all_oovs = [self.source_oovs(t) for t in texts]
+        results = search_all(
+            self.model, [self.encode(t, o) for t, o in zip(texts, all_oovs, strict=True)], config
+        )
         return [
             [
                 Output(
@@ -142,7 +145,7 @@ class Generator:
                 )
                 for h in nbest
             ]
-            for nbest, oovs in zip(results, map(self.source_oovs, texts), strict=True)
+            for nbest, oovs in zip(results, all_oovs, strict=True)
         ]
 
     def generate(self, texts: Sequence[str], **options: Any) -> list[str]:
