@@ -322,3 +322,42 @@ def test_early_stopping_ends_a_sentence_once_beam_size_hypotheses_ended(
         steps[early] = len(calls)
         assert len(found[0]) == 3 and found[0][0].tokens == [6]
     assert steps[True] < steps[False]
+
+
+@pytest.mark.parametrize("vocab", [8000, 7919, 512])  # 7919 is prime: no block size, plain top-k
+def test_blockwise_top_k_equals_torch_top_k(vocab: int) -> None:
+    from seqsmith.generation.beam import top_k
+
+    generator = torch.Generator().manual_seed(vocab)
+    scores = torch.randn(12, 5 * vocab, generator=generator)
+    scores[0, vocab:] = float("-inf")  # first step: only the first beam is live
+    scores[1] = torch.randint(0, 4, (5 * vocab,), generator=generator).float()  # heavy ties
+    scores[2, :] = float("-inf")
+    scores[2, 17] = 0.0
+    for k in (1, 10):
+        values, index = top_k(scores, k, vocab)
+        expected = scores.topk(k, dim=1).values
+        assert torch.equal(values, expected)
+        assert torch.equal(scores.gather(1, index), values)
+        assert all(len(set(row)) == k for row in index.tolist())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        config(beam_size=5, nbest=5, length_penalty="gnmt"),
+        config(method="diverse_beam", beam_size=4, groups=2, nbest=4, diversity=0.7, no_repeat_ngram=2),
+    ],
+)
+def test_beam_search_with_blockwise_top_k_equals_plain_top_k(
+    options: GenerateConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import seqsmith.generation.beam as beam
+
+    model = ToyModel(vocab_size=1024, dim=16, seed=3, sharpness=0.5)  # wide enough for the block path
+    src, mask = batch(SENTENCES)
+    fast = generate_ids(model, src, mask, options)
+    monkeypatch.setattr(beam, "top_k", lambda scores, k, block: scores.topk(k, dim=1))
+    plain = generate_ids(model, src, mask, options)
+    assert [[h.tokens for h in hyps] for hyps in fast] == [[h.tokens for h in hyps] for hyps in plain]
+    assert [[h.score for h in hyps] for hyps in fast] == [[h.score for h in hyps] for hyps in plain]

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from seqsmith.allocator import keep_freed_memory
 from seqsmith.config import GenerateConfig
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.tokenizer import Tokenizers, encode_source
@@ -91,6 +92,8 @@ class Generator:
         self.full_config = loaded.config
         self.data_config = loaded.config.data
         self.config = config or loaded.config.generate
+        if next(self.model.parameters()).device.type == "cpu":
+            keep_freed_memory()  # every batch's search buffers would page-fault in afresh otherwise
 
     @classmethod
     def from_pretrained(

@@ -52,50 +52,45 @@ class LengthLimits:
         return LengthLimits(self.min_len.index_select(0, rows), self.max_len.index_select(0, rows))
 
 
-def forbidden_bias(model: Seq2SeqModel, size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """-inf at PAD and BOS, which no output may contain, 0 elsewhere."""
-    bias = torch.zeros(size, dtype=dtype, device=device)
-    bias[[model.pad_id, model.bos_id]] = float("-inf")
-    return bias
-
-
 def constrain(
-    log_probs: Tensor,
+    scores: Tensor,
     step: int,
     limits: LengthLimits,
     history: Tensor,
-    bias: Tensor,
-    eos: int,
+    model: Seq2SeqModel,
     no_repeat_ngram: int,
 ) -> Tensor:
-    """Mask what row r may not emit as its output token number ``step`` (0-based); returns a new tensor.
+    """Mask, in place, what row r may not emit as its output token number ``step`` (0-based): PAD and BOS
+    always, EOS outside the length limits, tokens that repeat an n-gram. Returns ``scores``.
 
+    In place because the scores are (rows, vocabulary): a copy per step cost as much as the masking.
     ``history`` (rows, step) holds the tokens emitted so far. If n-gram blocking leaves a row with no
     allowed symbol at all, that row may end (EOS), so every live row always has a way forward.
     """
-    scores = log_probs + bias
+    eos = model.eos_id
+    eos_scores = scores[:, eos].clone()
+    scores[:, [model.pad_id, model.bos_id]] = float("-inf")
     if step < limits.highest_min:
-        early = step < limits.min_len
-        scores[:, eos] = scores[:, eos].masked_fill(early, float("-inf"))
+        scores[:, eos] = eos_scores.masked_fill(step < limits.min_len, float("-inf"))
     if step >= limits.lowest_max:
-        forced = torch.full_like(scores, float("-inf"))
-        forced[:, eos] = scores[:, eos]
-        scores = torch.where((step >= limits.max_len).unsqueeze(1), forced, scores)
+        kept = scores[:, eos].clone()
+        scores.masked_fill_((step >= limits.max_len).unsqueeze(1), float("-inf"))
+        scores[:, eos] = kept
     if no_repeat_ngram and step >= no_repeat_ngram - 1:
-        scores = block_ngrams(scores, history, no_repeat_ngram)
-        stuck = scores.max(dim=1).values == float("-inf")
-        scores[:, eos] = torch.where(stuck, log_probs[:, eos].to(scores), scores[:, eos])
+        block_ngrams(scores, history, no_repeat_ngram)
+        stuck = scores.amax(dim=1) == float("-inf")
+        scores[:, eos] = torch.where(stuck, eos_scores, scores[:, eos])
     return scores
 
 
 def block_ngrams(scores: Tensor, history: Tensor, n: int) -> Tensor:
-    """-inf at every token that would complete an n-gram already present in the row's history."""
+    """-inf, in place, at every token that would complete an n-gram already in the row's history."""
     if n == 1:
-        return scores.scatter(1, history, float("-inf"))
+        return scores.scatter_(1, history, float("-inf"))
     if history.size(1) < n:
         return scores
     windows = history.unfold(1, n, 1)  # (rows, positions, n)
     prefix = history[:, history.size(1) - n + 1 :]
     seen = (windows[:, :, :-1] == prefix.unsqueeze(1)).all(dim=2)
     hits = torch.zeros_like(scores).scatter_add_(1, windows[:, :, -1], seen.to(scores))
-    return scores.masked_fill(hits > 0, float("-inf"))
+    return scores.masked_fill_(hits > 0, float("-inf"))

@@ -15,7 +15,7 @@ from torch import Tensor
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.hypothesis import History, Hypothesis, rank_scores
-from seqsmith.generation.rules import LengthLimits, constrain, forbidden_bias
+from seqsmith.generation.rules import LengthLimits, constrain
 from seqsmith.models.interface import Memory, Seq2SeqModel
 
 
@@ -44,7 +44,6 @@ def sample(
     history = History.empty(batch * draws, src_len, dtype, device, keep_attention, coverage)
     results: list[Hypothesis | None] = [None] * (batch * draws)
     prev = torch.full((batch * draws,), model.bos_id, dtype=torch.long, device=device)
-    bias: Tensor | None = None
     state: Any = None
 
     for step in range(limits.longest + 1):
@@ -55,11 +54,7 @@ def sample(
                 "generate.coverage_penalty needs attention, but this model's decoder state has none; "
                 "set generate.coverage_penalty: 0"
             )
-        if bias is None:
-            bias = forbidden_bias(model, log_probs.size(1), dtype, device)
-        scores = constrain(
-            log_probs.to(dtype), step, limits, history.tokens, bias, model.eos_id, config.no_repeat_ngram
-        )
+        scores = constrain(log_probs.to(dtype), step, limits, history.tokens, model, config.no_repeat_ngram)
         tokens = scores.argmax(dim=1) if greedy else _draw(scores, config, generator)
         history = history.extend(tokens, scores.gather(1, tokens.unsqueeze(1)).squeeze(1), attention)
         ended = tokens == model.eos_id

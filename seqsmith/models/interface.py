@@ -72,7 +72,10 @@ class Seq2SeqModel(nn.Module, ABC):
 
     @abstractmethod
     def decode_step(self, prev_ids: Tensor, memory: Memory, state: Any | None) -> tuple[Tensor, Any]:
-        """prev_ids (batch,) -> log-probabilities (batch, vocab) and the next state."""
+        """prev_ids (batch,) -> log-probabilities (batch, vocab) and the next state.
+
+        The log-probabilities must be a tensor of the caller's own: search masks it in place.
+        """
 
     @abstractmethod
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
