@@ -158,7 +158,11 @@ def test_transformer_cross_attention_step_against_float64() -> None:
     keys, values = (_split(part, 4).contiguous() for part in module.kv(states).chunk(2, dim=-1))
     bias = padding_bias(mask, torch.float32).expand(3, 4, 1, 6).contiguous()
     with torch.no_grad():
-        got, weights = module.step(x, keys, values, bias)
+        got, weights = module.step(x, keys, values, bias, 1)
+        x_beams = torch.randn(6, 16)  # two beams a sentence sharing its keys and values
+        shared = module.step(x_beams, keys, values, bias, 2)
+        every = (t.repeat_interleave(2, dim=0) for t in (keys, values, bias))
+        copied = module.step(x_beams, *every, 1)
         wide = module.double()
         attended, expected_weights = _naive_multihead(
             _split(wide.q(x.double()).unsqueeze(1), 4), keys.double(), values.double(), mask.unsqueeze(1)
@@ -168,6 +172,7 @@ def test_transformer_cross_attention_step_against_float64() -> None:
     assert torch.allclose(got.double(), expected, atol=1e-5)
     assert torch.equal(weights[0, :, 2:], torch.zeros(4, 4))
     assert torch.allclose(weights.sum(-1), torch.ones(3, 4))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(shared, copied, strict=True))
 
 
 @pytest.mark.parametrize("causal", [False, True])

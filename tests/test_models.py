@@ -151,6 +151,26 @@ def test_select_follows_rows(config: RNNConfig | TransformerConfig) -> None:
             assert torch.allclose(log_probs, reference[rows, t], atol=1e-5)
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=_name)
+def test_repeated_rows_decode_like_their_sentence(config: RNNConfig | TransformerConfig) -> None:
+    """memory.repeat_rows (beams; the Transformer shares a sentence's cross-attention memory among them),
+    then dropping whole sentences, then single rows: every row still decodes as its sentence."""
+    model = _model(config)
+    src, mask = _batch([6, 3, 5, 2], seed=5)
+    tgt_in, _ = _batch([7, 7, 7, 7], seed=6)
+    with torch.no_grad():
+        reference, _ = _decode(model, src, mask, tgt_in)
+        memory, state = model.encode(src, mask).repeat_rows(2), None
+        sentence = torch.arange(4).repeat_interleave(2)
+        for t, rows in enumerate([None, torch.tensor([2, 3, 6, 7]), torch.tensor([3, 0, 0])]):
+            if rows is not None:
+                memory, state, sentence = memory.select(rows), state.select(rows), sentence[rows]
+            log_probs, state = model.decode_step(tgt_in[sentence, t], memory, state)
+            assert torch.allclose(log_probs, reference[sentence, t], atol=1e-5)
+            attention = model.step_attention(state)
+            assert attention is not None and attention.shape == (sentence.numel(), 6)
+
+
 def test_transformer_state_can_be_decoded_twice_and_grows_past_its_buffer() -> None:
     """A step appends to a shared buffer; decoding again from an older state must not corrupt newer
     ones, and targets longer than the first buffer (32 steps) must still match teacher forcing."""

@@ -141,7 +141,7 @@ def beam_search(
     coverage = config.coverage_penalty > 0
 
     expand = torch.arange(batch, device=device).repeat_interleave(k)
-    memory, limits = memory.select(expand), limits.select(expand)
+    memory, limits = memory.repeat_rows(k), limits.select(expand)
     ids = torch.arange(batch, device=device)  # active sentence -> original sentence
     history = History.empty(batch * k, src_len, dtype, device, keep_attention, coverage)
     finished = Finished.empty(batch, k, limits.longest, src_len, dtype, device, keep_attention)

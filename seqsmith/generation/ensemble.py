@@ -24,6 +24,11 @@ class EnsembleMemory(Memory):
 
     members: list[Memory]
 
+    def repeat_rows(self, times: int) -> EnsembleMemory:
+        rows = torch.arange(self.mask.size(0), device=self.mask.device).repeat_interleave(times)
+        states, mask = self.states.index_select(0, rows), self.mask.index_select(0, rows)
+        return EnsembleMemory(states, mask, [member.repeat_rows(times) for member in self.members])
+
 
 @dataclasses.dataclass
 class EnsembleState(Reorderable):

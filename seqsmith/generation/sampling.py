@@ -39,7 +39,7 @@ def sample(
 
     if draws > 1:
         expand = torch.arange(batch, device=device).repeat_interleave(draws)
-        memory, limits = memory.select(expand), limits.select(expand)
+        memory, limits = memory.repeat_rows(draws), limits.select(expand)
     ids = list(range(batch * draws))  # live row -> original row
     history = History.empty(batch * draws, src_len, dtype, device, keep_attention, coverage)
     results: list[Hypothesis | None] = [None] * (batch * draws)

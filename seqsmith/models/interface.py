@@ -1,6 +1,7 @@
 """The one interface every model keeps, so every search, objective and export works with every model.
 
-- ``encode(src, src_mask) -> memory``: whatever the decoder needs, reorderable with ``memory.select``;
+- ``encode(src, src_mask) -> memory``: whatever the decoder needs, reorderable with ``memory.select`` and
+  expanded for beams with ``memory.repeat_rows``;
 - ``decode_step(prev_ids, memory, state) -> (log_probs, state)``: one step; ``state`` is ``None`` at the
   first step and is an incremental cache (RNN hidden state, key/value cache) that search reorders with
   ``state.select(indices)``;
@@ -22,6 +23,7 @@ from seqsmith.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "Memory", "Reorderable", "Seq2SeqModel"]
 
 T = TypeVar("T", bound="Reorderable")
+M = TypeVar("M", bound="Memory")
 
 
 def _select(value: Any, indices: Tensor) -> Any:
@@ -55,6 +57,11 @@ class Memory(Reorderable):
 
     states: Tensor
     mask: Tensor
+
+    def repeat_rows(self: M, times: int) -> M:
+        """Each row ``times`` times in a row (beams, samples); a model may share what they read alike."""
+        rows = torch.arange(self.mask.size(0), device=self.mask.device).repeat_interleave(times)
+        return self.select(rows)
 
 
 class Seq2SeqModel(nn.Module, ABC):

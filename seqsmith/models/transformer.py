@@ -107,19 +107,25 @@ class _CrossAttention(nn.Module):
         attended = attend(q, keys, values, bias, False, self.dropout if self.training else 0.0)
         return self.out(attended.transpose(1, 2).reshape(batch, length, d_model))
 
-    def step(self, x: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-        """x (rows, d_model); keys/values (rows, heads, src_len, head_dim); bias (rows, heads, 1, src_len).
+    def step(
+        self, x: Tensor, keys: Tensor, values: Tensor, bias: Tensor, group: int
+    ) -> tuple[Tensor, Tensor]:
+        """x (rows, d_model), ``group`` consecutive rows to a sentence; keys/values (sentences, heads,
+        src_len, head_dim); bias (sentences, heads, 1, src_len).
 
         Returns the output and the weights (rows, heads, src_len).
         """
         rows, d_model = x.shape
-        flat = rows * self.heads
-        q = (self.q(x) * self.scale).view(flat, 1, self.head_dim)
-        scores = torch.baddbmm(bias.view(flat, 1, -1), q, keys.view(flat, -1, self.head_dim).transpose(1, 2))
-        weights = torch.softmax(scores, dim=-1)
+        flat = rows // group * self.heads
+        q = (self.q(x) * self.scale).view(-1, group, self.heads, self.head_dim).transpose(1, 2)
+        keys = keys.view(flat, -1, self.head_dim).transpose(1, 2)
+        scores = torch.baddbmm(bias.view(flat, 1, -1), q.reshape(flat, group, self.head_dim), keys)
+        weights = torch.softmax(scores, dim=-1)  # (sentences * heads, group, src_len)
         dropped = dropout(weights, self.dropout, self.training)
-        attended = torch.bmm(dropped, values.view(flat, -1, self.head_dim)).view(rows, d_model)
-        return self.out(attended), weights.view(rows, self.heads, -1)
+        attended = torch.bmm(dropped, values.view(flat, -1, self.head_dim))
+        attended = attended.view(-1, self.heads, group, self.head_dim).transpose(1, 2).reshape(rows, d_model)
+        weights = weights.view(-1, self.heads, group, weights.size(-1)).transpose(1, 2)
+        return self.out(attended), weights.reshape(rows, self.heads, -1)
 
 
 class _Block(nn.Module):
@@ -168,10 +174,16 @@ class _DecoderLayer(_Block):
         return self._add(x, self.ffn(self._in(x, self.norm3)), self.norm3)
 
     def step(
-        self, x: Tensor, cache: Tensor, t: int, keys: Tensor, values: Tensor, bias: Tensor
+        self, x: Tensor, cache: Tensor, t: int, memory: TransformerMemory, layer: int
     ) -> tuple[Tensor, Tensor]:
         x = self._add(x, self.self_attention.step(self._in(x, self.norm1), cache, t), self.norm1)
-        attended, weights = self.cross_attention.step(self._in(x, self.norm2), keys, values, bias)
+        attended, weights = self.cross_attention.step(
+            self._in(x, self.norm2),
+            memory.cross_keys[layer],
+            memory.cross_values[layer],
+            memory.bias,
+            memory.group,
+        )
         x = self._add(x, attended, self.norm2)
         return self._add(x, self.ffn(self._in(x, self.norm3)), self.norm3), weights
 
@@ -226,11 +238,46 @@ class _CachePool:
 
 @dataclasses.dataclass
 class TransformerMemory(Memory):
-    """Encoder output plus what every decoding step reuses, all computed once in ``encode``."""
+    """Encoder output plus what every decoding step reuses, all computed once in ``encode``.
 
-    cross_keys: list[Tensor]  # per decoder layer: (batch, heads, src_len, head_dim)
+    The beams of a sentence share its cross-attention keys and values (``group`` consecutive rows to one
+    sentence): a step reads them once per sentence rather than once per beam, and attends with a small
+    matrix product instead of one matrix-vector product a beam.
+    """
+
+    cross_keys: list[Tensor]  # per decoder layer: (sentences, heads, src_len, head_dim)
     cross_values: list[Tensor]
-    bias: Tensor  # (batch, heads, 1, src_len) additive padding bias: 0 or -inf
+    bias: Tensor  # (sentences, heads, 1, src_len) additive padding bias: 0 or -inf
+    group: int = 1  # rows of states/mask (and of the decoder) per sentence
+
+    def repeat_rows(self, times: int) -> TransformerMemory:
+        rows = torch.arange(self.mask.size(0), device=self.mask.device).repeat_interleave(times)
+        states, mask = self.states.index_select(0, rows), self.mask.index_select(0, rows)
+        return TransformerMemory(
+            states, mask, self.cross_keys, self.cross_values, self.bias, self.group * times
+        )
+
+    def select(self, indices: Tensor) -> TransformerMemory:
+        group = self.group
+        if group == 1:
+            return super().select(indices)
+        firsts = indices[::group]
+        whole = indices.numel() % group == 0 and bool(
+            (
+                indices.view(-1, group) == firsts.unsqueeze(1) + torch.arange(group, device=indices.device)
+            ).all()
+            & (firsts % group == 0).all()
+        )
+        if not whole:  # rows leave one by one (sampling): every row gets its own copy again
+            every = torch.arange(self.bias.size(0), device=indices.device).repeat_interleave(group)
+            return self._shared(every, self.states, self.mask, 1).select(indices)
+        states, mask = self.states.index_select(0, indices), self.mask.index_select(0, indices)
+        return self._shared(firsts // group, states, mask, group)
+
+    def _shared(self, sentences: Tensor, states: Tensor, mask: Tensor, group: int) -> TransformerMemory:
+        keys = [k.index_select(0, sentences) for k in self.cross_keys]
+        values = [v.index_select(0, sentences) for v in self.cross_values]
+        return TransformerMemory(states, mask, keys, values, self.bias.index_select(0, sentences), group)
 
 
 @dataclasses.dataclass
@@ -372,9 +419,7 @@ class TransformerModel(Seq2SeqModel):
         x = self.dropout(x)
         buffer, weights = cache.tensor, None
         for i, layer in enumerate(self.decoder_layers):
-            x, weights = cast(_DecoderLayer, layer).step(
-                x, buffer[i, :, :rows], t, memory.cross_keys[i], memory.cross_values[i], memory.bias
-            )
+            x, weights = cast(_DecoderLayer, layer).step(x, buffer[i, :, :rows], t, memory, i)
         log_probs = F.log_softmax(self.output(self.decoder_norm(x)).float(), dim=-1)
         if not self.need_attention or weights is None:
             return log_probs, TransformerState(cache, t + 1)
