@@ -79,10 +79,12 @@ def evaluate_model(
     split: str | None = None,
     metrics: list[str] | None = None,
     weights: str | Path | None = None,
+    out: Path | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Decode a prepared split, score it, and write the outputs to ``<model_dir>/eval/<split>``
-    (``eval/<split>-<weights file stem>`` when other weights are given)."""
+    """Decode a prepared split, score it, and write the outputs to ``out``, by default
+    ``<model_dir>/eval/<split>`` (``eval/<split>-<weights file stem>`` when other weights are given);
+    ``options`` override the model's generation settings (``method="sample", top_p=0.9``)."""
     generator = load(model_dir, weights, **options)
     settings = generator.full_config.evaluate
     split = split or settings.split
@@ -99,7 +101,7 @@ def evaluate_model(
     per_sentence = sentence_scores(
         hypotheses, references, sentence_metrics, settings.bleu_tokenize, settings.lowercase
     )
-    out_dir = Path(model_dir) / "eval" / (f"{split}-{Path(weights).stem}" if weights else split)
+    out_dir = out or Path(model_dir) / "eval" / (f"{split}-{Path(weights).stem}" if weights else split)
     write_outputs(scores, per_sentence, out_dir)
     atomic_write_text(out_dir / "hypotheses.txt", "".join(h + "\n" for h in hypotheses))
     return scores

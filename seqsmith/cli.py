@@ -83,7 +83,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = args.metrics.split(",") if args.metrics else None
     if args.model_dir:
-        _print_json(api.evaluate_model(args.model_dir, args.split, metrics, args.weights))
+        options = _options(args.options)
+        out = Path(args.out) if args.out else None
+        _print_json(api.evaluate_model(args.model_dir, args.split, metrics, args.weights, out, **options))
         return
     if not args.hyp or not args.ref:
         raise SeqsmithError("give a MODEL_DIR, or --hyp FILE and at least one --ref FILE")
@@ -127,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("evaluate", help="score hypotheses against references, or a model on a split")
     evaluate.add_argument("model_dir", nargs="?")
+    evaluate.add_argument(
+        "options", nargs="*", help="generation options for a model, e.g. method=sample top_p=0.9 seed=1"
+    )
     evaluate.add_argument("--split", choices=["dev", "test"])
     evaluate.add_argument("--weights", help="another weights file, e.g. model.averaged.safetensors")
     evaluate.add_argument("--hyp")
@@ -135,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics", help="comma-separated: bleu,chrf,ter,rouge,distinct,self_bleu,bleu1,bleu2"
     )
     evaluate.add_argument("--tokenize", default="13a", help="sacrebleu tokenizer: 13a, intl, zh, char, none")
-    evaluate.add_argument("--out", help="directory for scores.json and scores.md")
+    evaluate.add_argument(
+        "--out", help="directory for scores.json and scores.md (a model's default: MODEL_DIR/eval/SPLIT)"
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     average = verbs.add_parser("average", help="average the best checkpoints (or given weight files)")

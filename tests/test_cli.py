@@ -68,6 +68,12 @@ def test_evaluate_model_and_files(
     ref.write_text(hyp.read_text(encoding="utf-8"), encoding="utf-8")
     assert main(["evaluate", "--hyp", str(hyp), "--ref", str(ref), "--metrics", "bleu"]) == 0
     assert "| bleu | 100.00 |" in capsys.readouterr().out
+    sampled = tmp_path / "sampled"
+    args = [str(model_dir), "method=sample", "temperature=3.0", "seed=1", "--metrics", "bleu"]
+    assert main(["evaluate", *args, "--out", str(sampled)]) == 0
+    hot = json.loads(capsys.readouterr().out)
+    assert (sampled / "hypotheses.txt").read_text(encoding="utf-8") != hyp.read_text(encoding="utf-8")
+    assert hot["bleu"]["score"] < scores["bleu"]["score"]  # sampling hot is worse than the beam
 
 
 def test_average_and_report(trained: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
