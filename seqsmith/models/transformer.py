@@ -6,7 +6,8 @@ additive key-padding bias for the rest). Decoding is incremental:
 - ``encode`` projects the encoder states to every decoder layer's cross-attention keys/values in one
   matmul and stores them in the memory, with the padding bias already expanded over heads;
 - a step attends with two batched matmuls over (batch*heads) for its single query, measured ~2-3x faster
-  than SDPA for one query on CPU, and returns cross-attention weights at no extra cost;
+  than SDPA for one query on CPU, and returns cross-attention weights at no extra cost; the beams of a
+  sentence share its cross-attention keys/values (``memory.repeat_rows``) and attend as one small matrix;
 - the self-attention keys/values of all layers live in one preallocated buffer (layers, 2, rows, heads,
   capacity, head_dim): a step writes its column in place, and ``state.select`` gathers rows into a buffer
   taken from a small pool. Fresh tens-of-MB allocations page-fault on every step, which made beam
