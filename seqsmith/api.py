@@ -97,6 +97,14 @@ def evaluate_model(
     scores["perplexity"] = {"score": perplexity_of(loss), "signature": "per target token, EOS included"}
     exact = sum(h in row["references"] for h, row in zip(hypotheses, rows)) / len(rows)
     scores["exact_match"] = {"score": 100 * exact, "signature": "percent of outputs equal to a reference"}
+    if generator.config.fixed_length:
+        tokenizers = generator.tokenizers
+        same = sum(
+            len(tokenizers.target.encode(h)) == len(tokenizers.source.encode(row["source"]))
+            for h, row in zip(hypotheses, rows)
+        )
+        signature = "percent of outputs with as many tokens as their source (generate.fixed_length)"
+        scores["same_length"] = {"score": 100 * same / len(rows), "signature": signature}
     sentence_metrics = [m for m in ("bleu", "chrf", "rouge1", "rouge2", "rougeL") if m in names] or ["bleu"]
     per_sentence = sentence_scores(
         hypotheses, references, sentence_metrics, settings.bleu_tokenize, settings.lowercase

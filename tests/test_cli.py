@@ -74,6 +74,10 @@ def test_evaluate_model_and_files(
     hot = json.loads(capsys.readouterr().out)
     assert (sampled / "hypotheses.txt").read_text(encoding="utf-8") != hyp.read_text(encoding="utf-8")
     assert hot["bleu"]["score"] < scores["bleu"]["score"]  # sampling hot is worse than the beam
+    assert "same_length" not in scores
+    fixed = [str(model_dir), "fixed_length=true", "--metrics", "bleu", "--out", str(tmp_path / "fixed")]
+    assert main(["evaluate", *fixed]) == 0
+    assert json.loads(capsys.readouterr().out)["same_length"]["score"] == 100.0
 
 
 def test_average_and_report(trained: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
