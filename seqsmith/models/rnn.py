@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -167,7 +168,6 @@ class RNNModel(Seq2SeqModel):
         else:
             hx, feed = layers_first(state.hidden, state.cell), state.feed
         vector, weights, hx = self._step(self.dropout(self.target_embedding(prev_ids)), feed, hx, memory)
-        logits = self.output(vector).float()
-        log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: -40% time, same values
+        log_probs = F.log_softmax(self.output(vector).float(), dim=-1)
         hidden, cell = split_hidden(hx)
         return log_probs, RNNState(hidden, cell, vector, weights)
