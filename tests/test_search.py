@@ -326,8 +326,9 @@ def test_early_stopping_ends_a_sentence_once_beam_size_hypotheses_ended(
 
 @pytest.mark.parametrize("vocab", [8000, 7919, 512])  # 7919 is prime: no block size, plain top-k
 def test_blockwise_top_k_equals_torch_top_k(vocab: int) -> None:
-    from seqsmith.generation.beam import top_k
+    from seqsmith.generation.beam import top_k, top_k_chunk
 
+    assert (top_k_chunk(vocab, 10, 5 * vocab) > 0) == (vocab != 7919)
     generator = torch.Generator().manual_seed(vocab)
     scores = torch.randn(12, 5 * vocab, generator=generator)
     scores[0, vocab:] = float("-inf")  # first step: only the first beam is live
@@ -354,7 +355,9 @@ def test_beam_search_with_blockwise_top_k_equals_plain_top_k(
 ) -> None:
     import seqsmith.generation.beam as beam
 
-    model = ToyModel(vocab_size=1024, dim=16, seed=3, sharpness=0.5)  # wide enough for the block path
+    model = ToyModel(vocab_size=1024, dim=16, seed=3, sharpness=0.5)
+    take = 2 * options.beam_size // (options.groups if options.method == "diverse_beam" else 1)
+    assert beam.top_k_chunk(1024, take, 1024) > 0  # each beam's row takes the block path
     src, mask = batch(SENTENCES)
     fast = generate_ids(model, src, mask, options)
     monkeypatch.setattr(beam, "top_k", lambda scores, k, block: scores.topk(k, dim=1))

@@ -20,7 +20,7 @@ from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.hypothesis import History, Hypothesis, length_penalty, rank_scores
 from seqsmith.generation.rules import LengthLimits, constrain
-from seqsmith.models.interface import Memory, Seq2SeqModel
+from seqsmith.models.interface import Memory, Seq2SeqModel, repeated
 
 NEG_INF = float("-inf")
 
@@ -140,7 +140,7 @@ def beam_search(
     src_mask = memory.mask
     coverage = config.coverage_penalty > 0
 
-    expand = torch.arange(batch, device=device).repeat_interleave(k)
+    expand = repeated(batch, k, device)
     memory, limits = memory.repeat_rows(k), limits.select(expand)
     ids = torch.arange(batch, device=device)  # active sentence -> original sentence
     history = History.empty(batch * k, src_len, dtype, device, keep_attention, coverage)
@@ -218,6 +218,11 @@ def beam_search(
     return finished.hypotheses(config.nbest, src_mask)
 
 
+def top_k_chunk(block: int, k: int, width: int) -> int:
+    """The chunk length ``top_k`` uses for rows of ``width`` made of ``block``-long blocks; 0: plain top-k."""
+    return next((c for c in (64, 128, 32, 16) if block % c == 0 and 4 * k * c <= width), 0)
+
+
 def top_k(scores: Tensor, k: int, block: int) -> tuple[Tensor, Tensor]:
     """``scores.topk(k, dim=1)`` for rows made of ``block``-long blocks (a beam's vocabulary), faster.
 
@@ -227,7 +232,7 @@ def top_k(scores: Tensor, k: int, block: int) -> tuple[Tensor, Tensor]:
     400 rows of 8,000 (top 10). Chunks are a power of two long, which the maximum vectorizes best.
     """
     rows, width = scores.shape
-    chunk = next((c for c in (64, 128, 32, 16) if block % c == 0 and 4 * k * c <= width), 0)
+    chunk = top_k_chunk(block, k, width)
     if not chunk or not scores.is_contiguous():
         return scores.topk(k, dim=1)
     best_chunks = scores.view(rows, width // chunk, chunk).amax(dim=2).topk(k, dim=1).indices

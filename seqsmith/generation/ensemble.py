@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from seqsmith.errors import SeqsmithError
-from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel
+from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel, repeated
 
 
 @dataclasses.dataclass
@@ -25,7 +25,7 @@ class EnsembleMemory(Memory):
     members: list[Memory]
 
     def repeat_rows(self, times: int) -> EnsembleMemory:
-        rows = torch.arange(self.mask.size(0), device=self.mask.device).repeat_interleave(times)
+        rows = repeated(self.mask.size(0), times, self.mask.device)
         states, mask = self.states.index_select(0, rows), self.mask.index_select(0, rows)
         return EnsembleMemory(states, mask, [member.repeat_rows(times) for member in self.members])
 

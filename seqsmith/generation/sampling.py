@@ -16,7 +16,7 @@ from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.hypothesis import History, Hypothesis, rank_scores
 from seqsmith.generation.rules import LengthLimits, constrain
-from seqsmith.models.interface import Memory, Seq2SeqModel
+from seqsmith.models.interface import Memory, Seq2SeqModel, repeated
 
 
 def sample(
@@ -38,7 +38,7 @@ def sample(
         generator = torch.Generator(device=device).manual_seed(config.seed)
 
     if draws > 1:
-        expand = torch.arange(batch, device=device).repeat_interleave(draws)
+        expand = repeated(batch, draws, device)
         memory, limits = memory.repeat_rows(draws), limits.select(expand)
     ids = list(range(batch * draws))  # live row -> original row
     history = History.empty(batch * draws, src_len, dtype, device, keep_attention, coverage)

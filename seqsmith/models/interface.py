@@ -20,10 +20,15 @@ from torch import Tensor, nn
 
 from seqsmith.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
-__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "Memory", "Reorderable", "Seq2SeqModel"]
+__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "Memory", "Reorderable", "Seq2SeqModel", "repeated"]
 
 T = TypeVar("T", bound="Reorderable")
 M = TypeVar("M", bound="Memory")
+
+
+def repeated(rows: int, times: int, device: torch.device) -> Tensor:
+    """Row indices 0, 0, ..., 1, 1, ...: each of ``rows`` rows ``times`` times in a row (beams, samples)."""
+    return torch.arange(rows, device=device).repeat_interleave(times)
 
 
 def _select(value: Any, indices: Tensor) -> Any:
@@ -60,8 +65,7 @@ class Memory(Reorderable):
 
     def repeat_rows(self: M, times: int) -> M:
         """Each row ``times`` times in a row (beams, samples); a model may share what they read alike."""
-        rows = torch.arange(self.mask.size(0), device=self.mask.device).repeat_interleave(times)
-        return self.select(rows)
+        return self.select(repeated(self.mask.size(0), times, self.mask.device))
 
 
 class Seq2SeqModel(nn.Module, ABC):

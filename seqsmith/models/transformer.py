@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from seqsmith.config import TransformerConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.dropout import Dropout, dropout
-from seqsmith.models.interface import PAD_ID, Memory, Reorderable, Seq2SeqModel
+from seqsmith.models.interface import PAD_ID, Memory, Reorderable, Seq2SeqModel, repeated
 
 _CACHE_CHUNK = 32  # decoding steps the self-attention buffer grows by
 _POOL_SIZE = 4  # idle buffers a pool keeps
@@ -252,7 +252,7 @@ class TransformerMemory(Memory):
     group: int = 1  # rows of states/mask (and of the decoder) per sentence
 
     def repeat_rows(self, times: int) -> TransformerMemory:
-        rows = torch.arange(self.mask.size(0), device=self.mask.device).repeat_interleave(times)
+        rows = repeated(self.mask.size(0), times, self.mask.device)
         states, mask = self.states.index_select(0, rows), self.mask.index_select(0, rows)
         return TransformerMemory(
             states, mask, self.cross_keys, self.cross_values, self.bias, self.group * times
@@ -270,7 +270,7 @@ class TransformerMemory(Memory):
             & (firsts % group == 0).all()
         )
         if not whole:  # rows leave one by one (sampling): every row gets its own copy again
-            every = torch.arange(self.bias.size(0), device=indices.device).repeat_interleave(group)
+            every = repeated(self.bias.size(0), group, indices.device)
             return self._shared(every, self.states, self.mask, 1).select(indices)
         states, mask = self.states.index_select(0, indices), self.mask.index_select(0, indices)
         return self._shared(firsts // group, states, mask, group)
