@@ -158,6 +158,9 @@ class TrainConfig(Section):
     def _some_budget(self) -> TrainConfig:
         if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
             raise ValueError("set at least one of max_steps, max_epochs, max_minutes")
+        if self.schedule == "cosine" and self.max_steps is None and self.max_epochs is None:
+            # max_minutes alone gives no length to decay over: the rate would silently stay at its peak
+            raise ValueError("schedule=cosine decays over train.max_steps or train.max_epochs: set one")
         return self
 
 

@@ -52,7 +52,7 @@ def learning_rate(
     elif cfg.schedule == "cosine" and total_steps:
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         lr = cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
-    else:  # constant, plateau (factor lowered by the trainer), cosine without a known length
+    else:  # constant, plateau (factor lowered by the trainer); cosine called without a length
         lr = cfg.lr * factor
     return max(lr, cfg.min_lr)
 
