@@ -51,13 +51,26 @@ def run_measured(
         time.sleep(0.1)
 
 
+def cpu_model() -> str:
+    """The CPU's name and the vector units that decide matrix speed (AVX-512, AMX differ between hosts)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return platform.processor()
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    name = fields.get("model name\t", platform.processor()).strip()
+    flags = fields.get("flags\t\t", "").split()
+    units = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{name} ({', '.join(units) or 'no AVX2'})"
+
+
 def machine(loadavg_before: list[float]) -> dict[str, object]:
     """What every benchmark JSON records about the machine and its load around the runs."""
     import torch
 
     return {
         "platform": platform.platform(),
-        "processor": platform.processor(),
+        "processor": cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
