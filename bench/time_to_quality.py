@@ -3,18 +3,18 @@
     python bench/time_to_quality.py                  # 60 minutes each, one after the other (2 hours)
     python bench/time_to_quality.py --minutes 3      # a quick check of the plumbing
 
-Both train the same Transformer (3+3 layers, d_model 256, 4 heads, FFN 1024, post-norm, one shared
-embedding) with the recipe of configs/multi30k_en_de.yaml (Adam, its peak lr, warm-up and dropout, label
-smoothing 0.1, 4096-token batches, gradient clipping 1.0; the dropout also inside attention, where JoeyNMT
-always applies it), except that the schedule is inverse-square-root
-decay after warm-up for both (JoeyNMT has no cosine schedule) and only the clock stops training, on the raw
-Multi30k text through the same 8k joint SentencePiece model (trained once by `seqsmith prepare`), on
-``--threads`` threads. Each validates on val (1,014 sentences) with greedy search and sacrebleu BLEU (13a, on
-detokenized text), every ``--seqsmith-validate`` / ``--joeynmt-validate`` updates, chosen so that both
-validate every few minutes (JoeyNMT's updates are slower and carry fewer real tokens: it does not bucket by
-length). The clock is the toolkit's own from the start of training: seqsmith's ``elapsed`` in
-train_log.jsonl, JoeyNMT's log time stamps since its first line; validation and checkpoint time count, as
-they do for a user. seqsmith stops itself at ``--minutes`` (train.max_minutes); JoeyNMT is stopped then.
+Both train the same Transformer (3+3 layers, d_model 256, 4 heads, FFN 1024, post-norm, one shared embedding)
+with the recipe of configs/multi30k_en_de.yaml (Adam, its peak lr, warm-up and dropout, label smoothing 0.1,
+4096-token batches, gradient clipping 1.0; the dropout also inside attention, where JoeyNMT always applies
+it), except that the schedule is inverse-square-root decay after warm-up for both (JoeyNMT has no cosine
+schedule) and only the clock stops training, on the raw Multi30k text through the same 8k joint SentencePiece
+model (trained once by `seqsmith prepare`), on ``--threads`` threads. Each validates on val (1,014 sentences)
+with greedy search and sacrebleu BLEU (13a, on detokenized text), every ``--seqsmith-validate`` /
+``--joeynmt-validate`` updates, chosen so that both validate every few minutes (JoeyNMT's updates are slower
+and carry fewer real tokens: it does not bucket by length). The clock is the toolkit's own from the start of
+training: seqsmith's ``elapsed`` in train_log.jsonl, JoeyNMT's log time stamps since its first line;
+validation and checkpoint time count, as they do for a user. seqsmith stops itself at ``--minutes``
+(train.max_minutes); JoeyNMT is stopped then.
 
 Writes docs/benchmarks/time_to_quality.json (every validation, and the minutes each toolkit first reached
 each BLEU threshold, with ``ratio_vs_joeynmt`` = JoeyNMT's minutes over seqsmith's), the curve as
