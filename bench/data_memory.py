@@ -74,12 +74,15 @@ def child_baseline() -> dict[str, Any]:
 def run_child(argv: list[str]) -> dict[str, Any]:
     """Run one child; returns its JSON result plus seconds and peak RSS (MB)."""
     start = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"child {' '.join(argv)} failed with exit code {os.waitstatus_to_exitcode(status)}")
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as errors:  # JoeyNMT logs to stderr: keep it apart
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors, text=True)
+        assert process.stdout is not None
+        output = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        if code := os.waitstatus_to_exitcode(status):
+            errors.seek(0)
+            tail = "".join(errors.readlines()[-20:])
+            raise SystemExit(f"child {' '.join(argv)} failed with exit code {code}:\n{tail}")
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     result["peak_rss_mb"] = usage.ru_maxrss * scale / 2**20

@@ -57,9 +57,10 @@ def cpu_model() -> str:
         info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return platform.processor()
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    name = fields.get("model name\t", platform.processor()).strip()
-    flags = fields.get("flags\t\t", "").split()
+    pairs = (line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in pairs}
+    name = fields.get("model name", platform.processor())
+    flags = fields.get("flags", "").split()
     units = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
     return f"{name} ({', '.join(units) or 'no AVX2'})"
 
