@@ -30,6 +30,19 @@ class TokenizerConfig(Section):
     lowercase: bool = False
     character_coverage: float = Field(1.0, gt=0.0, le=1.0)  # SentencePiece; use 0.9995 for CJK-heavy data
     sample_lines: int = Field(2_000_000, ge=1000)  # SentencePiece trains on at most this many lines per side
+    # SentencePiece: extra copies of every training pair, segmented by sampling (BPE-dropout, Provilkov et al.
+    # 2020; subword regularization, Kudo 2018) so that the model sees words split several ways; dev and test
+    # keep the one best segmentation
+    sampling_copies: int = Field(0, ge=0)
+    sampling_alpha: float = Field(0.1, gt=0.0, le=1.0)  # bpe: chance a merge is skipped; unigram: smoothing
+
+    @model_validator(mode="after")
+    def _sampling_needs_sentencepiece(self) -> TokenizerConfig:
+        if self.sampling_copies and self.kind != "sentencepiece":
+            raise ValueError(
+                f"sampling_copies needs kind: sentencepiece (a {self.kind} tokenizer has one split)"
+            )
+        return self
 
 
 class DataConfig(Section):

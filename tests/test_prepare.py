@@ -148,6 +148,48 @@ def test_jsonl_with_several_references_and_sentencepiece(tmp_path: Path) -> None
     assert tokenizers.source.decode(split.source(7)) == lines[7]["dialogue"]
 
 
+def test_sampled_copies_spell_the_same_text_in_other_pieces(tmp_path: Path) -> None:
+    words = ["house", "garden", "window", "kitchen", "table", "chair", "yellow", "orange", "noon", "dusk"]
+    pairs = [
+        (f"the {words[i % 10]} and the {words[i * 7 % 10]}", f"{words[i * 3 % 10]} {i}") for i in range(60)
+    ]
+    overlong = (" ".join(words * 5), "zu lang")  # filtered, and so are its copies
+    write_pairs(tmp_path / "train", [*pairs, overlong])
+    write_pairs(tmp_path / "dev", pairs[:5])
+    data = {
+        "train": str(tmp_path / "train"),
+        "dev": str(tmp_path / "dev"),
+        "tokenizer": {"vocab_size": 80, "sampling_copies": 2, "sampling_alpha": 0.3},
+        "max_source_length": 40,
+        "max_target_length": 40,
+        "output_dir": str(tmp_path / "out"),
+    }
+    report = prepare(config_from_dict({"data": data}), progress=False)
+    train = report.splits["train"]
+    assert (train.kept, train.filtered_overlong, train.sampled_copies) == (60, 1, 120)
+    assert report.splits["dev"].sampled_copies == 0
+    split = BinarizedSplit(tmp_path / "out", "train")
+    tokenizers = Tokenizers.load(tmp_path / "out" / "tokenizer")
+    assert len(split) == 180 and len(BinarizedSplit(tmp_path / "out", "dev")) == 5
+    best = [encode_source(tokenizers, source, 40) for source, _ in pairs]
+    for i in range(180):  # originals first, then each chunk's copies in the same order
+        source, target = pairs[i % 60]
+        assert tokenizers.source.decode(split.source(i)) == source
+        assert tokenizers.target.decode(split.target(i)) == target
+    assert [split.source(i).tolist() for i in range(60)] == best
+    resegmented = sum(split.source(i).tolist() != best[i % 60] for i in range(60, 180))
+    assert resegmented > 30  # alpha 0.3 splits most of these sentences somewhere else
+    first = (tmp_path / "out" / "train.source.bin").read_bytes()
+    data["output_dir"] = str(tmp_path / "again")
+    prepare(config_from_dict({"data": data}), progress=False)
+    assert (tmp_path / "again" / "train.source.bin").read_bytes() == first  # seeded: the same every run
+
+
+def test_sampled_copies_need_sentencepiece(tmp_path: Path) -> None:
+    with pytest.raises(SeqsmithError, match="sampling_copies needs kind: sentencepiece"):
+        make_config(tmp_path, tokenizer={"kind": "word", "sampling_copies": 1})
+
+
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data (real data sets, not in a fresh clone)")
 def test_real_tatoeba_en_zh_targets_decode_to_the_references(tmp_path: Path) -> None:
     base = DATA / "tatoeba-en-zh"

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from seqsmith.config import Config, DataConfig, PretrainedConfig
 from seqsmith.data.binarize import SplitWriter
 from seqsmith.data.corpus import Example, ReadCounts, Split, check_files, read_split, split_files
-from seqsmith.data.tokenizer import Tokenizers, truncate
+from seqsmith.data.tokenizer import SentencePieceTokenizer, Tokenizers, truncate
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text, fsync_path
 
@@ -34,6 +34,7 @@ class SplitReport:
     filtered_overlong: int = 0  # train with overlong: filter
     truncated: int = 0  # examples with a side cut to max_source_length / max_target_length
     empty_skipped: int = 0
+    sampled_copies: int = 0  # train: extra pairs with sampled segmentations (data.tokenizer.sampling_copies)
     source_tokens: int = 0  # binarized, including EOS
     target_tokens: int = 0  # binarized, without BOS/EOS
     empty_lines: list[int] = field(default_factory=list)  # the first few skipped, for the user to look at
@@ -92,17 +93,42 @@ def _encode(tokenizers: Tokenizers, chunk: list[Example], oov_slots: int) -> tup
     )
 
 
+def _sampled(
+    tokenizers: Tokenizers, chunk: list[Example], alpha: float, seed: int
+) -> tuple[list[list[int]], ...]:
+    """Source and target ids of one sampled segmentation (BPE-dropout) of every pair in ``chunk``."""
+    source, target = tokenizers.source, tokenizers.target
+    if not isinstance(source, SentencePieceTokenizer) or not isinstance(target, SentencePieceTokenizer):
+        raise SeqsmithError(
+            "data.tokenizer.sampling_copies needs a SentencePiece tokenizer; a pretrained model's own "
+            "tokenizer cannot sample: set data.tokenizer.sampling_copies: 0"
+        )
+    return (
+        source.sample_batch([example.source for example in chunk], alpha, seed),
+        target.sample_batch([example.target for example in chunk], alpha, seed + 1),
+    )
+
+
 def _binarize(
     data: DataConfig, split: Split, tokenizers: Tokenizers, directory: Path, progress: bool, oov_slots: int
 ) -> SplitReport:
     report, counts = SplitReport(), ReadCounts()
     train = split == "train"
     drop_overlong = train and data.overlong == "filter"
+    copies = data.tokenizer.sampling_copies if train else 0
     vocab_size = max(tokenizers.source.vocab_size, tokenizers.target.vocab_size) + oov_slots
     examples = _examples(data, split, progress, f"binarize {split}", counts)
+
+    def write(writer: SplitWriter, example: Example, source: list[int], target: list[int]) -> None:
+        source = tokenizers.finish_source(source)
+        writer.add(source, target, example)
+        report.source_tokens += len(source)
+        report.target_tokens += len(target)
+
     with SplitWriter(directory, split, vocab_size, keep_texts=not train) as writer:
-        for chunk in _chunks(examples, CHUNK):
+        for number, chunk in enumerate(_chunks(examples, CHUNK)):
             sources, targets = _encode(tokenizers, chunk, oov_slots)
+            whole: list[Example] = []  # pairs within the limits: the only ones that get sampled copies
             for example, source, target in zip(chunk, sources, targets, strict=True):
                 overlong = len(source) > data.max_source_length or len(target) > data.max_target_length
                 if overlong and drop_overlong:
@@ -112,11 +138,17 @@ def _binarize(
                     report.truncated += 1
                     source = truncate(source, data.max_source_length, data.truncate_source_from)
                     target = truncate(target, data.max_target_length)
-                source = tokenizers.finish_source(source)
-                writer.add(source, target, example)
-                report.source_tokens += len(source)
-                report.target_tokens += len(target)
-        report.kept = writer.count
+                else:
+                    whole.append(example)
+                write(writer, example, source, target)
+            for copy in range(copies):  # a sampled copy past the limits is left out: it is optional
+                seed = 2 * (number * copies + copy)
+                sampled = _sampled(tokenizers, whole, data.tokenizer.sampling_alpha, seed)
+                for example, source, target in zip(whole, *sampled, strict=True):
+                    if len(source) <= data.max_source_length and len(target) <= data.max_target_length:
+                        write(writer, example, source, target)
+                        report.sampled_copies += 1
+        report.kept = writer.count - report.sampled_copies
     report.read, report.empty_skipped, report.empty_lines = (
         counts.read,
         counts.empty_skipped,

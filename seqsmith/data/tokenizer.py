@@ -127,6 +127,17 @@ class SentencePieceTokenizer(Tokenizer):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return list(self.processor.encode([self._prepare(text) for text in texts]))
 
+    def sample_batch(self, texts: Sequence[str], alpha: float, seed: int) -> list[list[int]]:
+        """One sampled segmentation a text: BPE-dropout for bpe models, a lattice sample for unigram.
+
+        One thread: SentencePiece's threads draw in a varying order, and a seeded prepare must give the
+        same ids on every run."""
+        spm.set_random_generator_seed(seed)
+        prepared = [self._prepare(text) for text in texts]
+        return list(
+            self.processor.encode(prepared, enable_sampling=True, alpha=alpha, nbest_size=-1, num_threads=1)
+        )
+
     def decode(self, ids: Iterable[int]) -> str:
         return str(self.processor.decode([int(i) for i in ids if i not in _DROPPED]))
 
