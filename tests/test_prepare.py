@@ -153,7 +153,7 @@ def test_sampled_copies_spell_the_same_text_in_other_pieces(tmp_path: Path) -> N
     pairs = [
         (f"the {words[i % 10]} and the {words[i * 7 % 10]}", f"{words[i * 3 % 10]} {i}") for i in range(60)
     ]
-    overlong = (" ".join(words * 5), "zu lang")  # filtered, and so are its copies
+    overlong = (" ".join(words * 5), "zu lang")  # filtered: copies are made of kept pairs only
     write_pairs(tmp_path / "train", [*pairs, overlong])
     write_pairs(tmp_path / "dev", pairs[:5])
     data = {

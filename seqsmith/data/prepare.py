@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import cast
 
 from tqdm import tqdm
 
@@ -97,12 +98,10 @@ def _sampled(
     tokenizers: Tokenizers, chunk: list[Example], alpha: float, seed: int
 ) -> tuple[list[list[int]], ...]:
     """Source and target ids of one sampled segmentation (BPE-dropout) of every pair in ``chunk``."""
-    source, target = tokenizers.source, tokenizers.target
-    if not isinstance(source, SentencePieceTokenizer) or not isinstance(target, SentencePieceTokenizer):
-        raise SeqsmithError(
-            "data.tokenizer.sampling_copies needs a SentencePiece tokenizer; a pretrained model's own "
-            "tokenizer cannot sample: set data.tokenizer.sampling_copies: 0"
-        )
+    source, target = (
+        cast(SentencePieceTokenizer, tokenizers.source),
+        cast(SentencePieceTokenizer, tokenizers.target),
+    )
     return (
         source.sample_batch([example.source for example in chunk], alpha, seed),
         target.sample_batch([example.target for example in chunk], alpha, seed + 1),
@@ -116,6 +115,13 @@ def _binarize(
     train = split == "train"
     drop_overlong = train and data.overlong == "filter"
     copies = data.tokenizer.sampling_copies if train else 0
+    if copies and not all(
+        isinstance(t, SentencePieceTokenizer) for t in (tokenizers.source, tokenizers.target)
+    ):
+        raise SeqsmithError(
+            "data.tokenizer.sampling_copies needs a SentencePiece tokenizer; a pretrained model's own "
+            "tokenizer cannot sample: set data.tokenizer.sampling_copies: 0"
+        )
     vocab_size = max(tokenizers.source.vocab_size, tokenizers.target.vocab_size) + oov_slots
     examples = _examples(data, split, progress, f"binarize {split}", counts)
 
