@@ -30,10 +30,10 @@ from measure import machine, run_measured
 from peers import ensure
 from tables import write_section
 
-from seqsmith.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text
 from seqsmith.generation.generator import Generator, length_batches
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SOURCE = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"

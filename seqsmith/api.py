@@ -139,7 +139,6 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
     except SeqsmithError:
         rows = []
     model = generator.model
-    model.need_attention = True
     outputs = generator.generate_full([row["source"] for row in rows]) if rows else []
     shown = []
     for row, nbest in zip(rows, outputs):

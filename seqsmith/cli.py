@@ -50,6 +50,8 @@ def _interactive(generator: api.Generator, options: dict[str, Any]) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> None:
     options = _options(args.options)
+    if args.attention:
+        options["keep_attention"] = True
     generator = api.load(args.model_dir)
     if args.input is None and sys.stdin.isatty():
         _interactive(generator, options)

@@ -199,7 +199,7 @@ class GenerateConfig(Section):
     diversity: float = Field(0.5, ge=0.0)
     seed: int | None = None
     batch_tokens: int = Field(8000, ge=16)
-    keep_attention: bool = True  # return each hypothesis's cross-attention (for pictures); false is faster
+    keep_attention: bool = False  # return each hypothesis's cross-attention (for pictures); costs time
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerateConfig:

@@ -15,8 +15,8 @@ from seqsmith.config import config_from_dict
 from seqsmith.data.batching import TokenBatchSampler, collate, iterate
 from seqsmith.data.binarize import BinarizedSplit, SplitWriter
 from seqsmith.data.prepare import prepare
-from seqsmith.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqsmith.errors import SeqsmithError
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
 

@@ -54,6 +54,21 @@ def test_generate_from_file_writes_one_line_per_input(trained: tuple[Path, Path]
     assert len(rows) == 3 and all(len(r) == 2 and r[0]["score"] >= r[1]["score"] for r in rows)
 
 
+def test_generate_attention_from_a_transformer(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """--attention asks the model for it: a Transformer computes attention only when asked."""
+    _, model_dir = trained
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("alpha beta\n", encoding="utf-8")
+    jsonl = tmp_path / "out.jsonl"
+    arguments = ["generate", str(model_dir), "-i", str(inputs), "-o", str(jsonl), "--jsonl", "--attention"]
+    assert main(arguments) == 0
+    row = json.loads(jsonl.read_text(encoding="utf-8"))
+    source_tokens = 3  # alpha beta </s>
+    assert len(row["attention"]) == len(row["token_log_probs"])
+    for weights in row["attention"]:
+        assert len(weights) == source_tokens and abs(sum(weights) - 1.0) < 1e-5
+
+
 def test_evaluate_model_and_files(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -21,9 +21,11 @@ def test_two_copies_of_one_model_decode_like_that_model() -> None:
         model = ToyModel(vocab_size=10, seed=seed, sharpness=1.5)
         twins = EnsembleModel([model, model])
         for options in (
-            GenerateConfig(beam_size=4, nbest=3, coverage_penalty=0.2, no_repeat_ngram=2),
-            GenerateConfig(method="greedy", beam_size=1),
-            GenerateConfig(method="diverse_beam", beam_size=4, groups=2, nbest=2),
+            GenerateConfig(
+                beam_size=4, nbest=3, coverage_penalty=0.2, no_repeat_ngram=2, keep_attention=True
+            ),
+            GenerateConfig(method="greedy", beam_size=1, keep_attention=True),
+            GenerateConfig(method="diverse_beam", beam_size=4, groups=2, nbest=2, keep_attention=True),
         ):
             alone, paired = generate_ids(model, src, mask, options), generate_ids(twins, src, mask, options)
             for one, two in zip(alone, paired, strict=True):

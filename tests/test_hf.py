@@ -22,15 +22,17 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from seqsmith.config import GenerateConfig, config_from_dict, save_config  # noqa: E402
+from seqsmith.data.hf_tokenizer import HFTokenizers  # noqa: E402
 from seqsmith.data.tokenizer import Tokenizers  # noqa: E402
 from seqsmith.errors import SeqsmithError  # noqa: E402
 from seqsmith.generation.search import generate_ids  # noqa: E402
 from seqsmith.models.build import build_model  # noqa: E402
-from seqsmith.models.hf import HFSeq2Seq, HFTokenizers, load_hf  # noqa: E402
+from seqsmith.models.hf import HFSeq2Seq, load_hf  # noqa: E402
 from seqsmith.models.hf_export import export_marian, init_encoder_from_hf  # noqa: E402
-from seqsmith.models.interface import EOS_ID, PAD_ID, Seq2SeqModel  # noqa: E402
+from seqsmith.models.interface import Seq2SeqModel  # noqa: E402
 from seqsmith.models.model_dir import save_weights  # noqa: E402
 from seqsmith.models.transformer import TransformerModel  # noqa: E402
+from seqsmith.specials import EOS_ID, PAD_ID  # noqa: E402
 from seqsmith.training.losses import cross_entropy  # noqa: E402
 
 VOCAB, MAX_NEW = 100, 8  # seqsmith's max length b; HF's max_new_tokens is one more (the EOS)

@@ -16,9 +16,10 @@ from torch import Tensor
 from seqsmith.config import RNNConfig, TransformerConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.build import build_model, describe
-from seqsmith.models.interface import BOS_ID, EOS_ID, PAD_ID, Seq2SeqModel
+from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.rnn import RNNModel
 from seqsmith.models.transformer import TransformerModel, TransformerState
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
 
 VOCAB = 17
 SMALL_RNN: dict[str, Any] = {"embed_dim": 12, "hidden_dim": 16, "encoder_layers": 2, "decoder_layers": 2}
@@ -74,10 +75,7 @@ def _name(config: RNNConfig | TransformerConfig) -> str:
 
 def _model(config: RNNConfig | TransformerConfig, seed: int = 0) -> Seq2SeqModel:
     torch.manual_seed(seed)
-    model = build_model(config, VOCAB, VOCAB).eval()
-    if isinstance(model, TransformerModel):
-        model.need_attention = True
-    return model
+    return build_model(config, VOCAB, VOCAB).eval()
 
 
 def _batch(lengths: list[int], seed: int, pad_to: int | None = None) -> tuple[Tensor, Tensor]:
@@ -89,11 +87,13 @@ def _batch(lengths: list[int], seed: int, pad_to: int | None = None) -> tuple[Te
     return ids.masked_fill(~mask, PAD_ID), mask
 
 
-def _decode(model: Seq2SeqModel, src: Tensor, mask: Tensor, tgt_in: Tensor) -> tuple[Tensor, list[Any]]:
+def _decode(
+    model: Seq2SeqModel, src: Tensor, mask: Tensor, tgt_in: Tensor, need_attention: bool = True
+) -> tuple[Tensor, list[Any]]:
     """Step-by-step log-probs (batch, steps, vocab) and the state after each step."""
     memory, state, steps, states = model.encode(src, mask), None, [], []
     for t in range(tgt_in.size(1)):
-        log_probs, state = model.decode_step(tgt_in[:, t], memory, state)
+        log_probs, state = model.decode_step(tgt_in[:, t], memory, state, need_attention)
         steps.append(log_probs)
         states.append(state)
     return torch.stack(steps, dim=1), states
@@ -165,7 +165,7 @@ def test_repeated_rows_decode_like_their_sentence(config: RNNConfig | Transforme
         for t, rows in enumerate([None, torch.tensor([2, 3, 6, 7]), torch.tensor([3, 0, 0])]):
             if rows is not None:
                 memory, state, sentence = memory.select(rows), state.select(rows), sentence[rows]
-            log_probs, state = model.decode_step(tgt_in[sentence, t], memory, state)
+            log_probs, state = model.decode_step(tgt_in[sentence, t], memory, state, True)
             assert torch.allclose(log_probs, reference[sentence, t], atol=1e-5)
             attention = model.step_attention(state)
             assert attention is not None and attention.shape == (sentence.numel(), 6)
@@ -194,11 +194,9 @@ def test_transformer_state_can_be_decoded_twice_and_grows_past_its_buffer() -> N
 def test_transformer_attention_only_on_request() -> None:
     model = _model(TRANSFORMER_CONFIGS[0])
     assert isinstance(model, TransformerModel)
-    model.need_attention = False
     src, mask = _batch([4, 2], seed=9)
-    _, states = _decode(model, src, mask, torch.full((2, 2), BOS_ID))
+    _, states = _decode(model, src, mask, torch.full((2, 2), BOS_ID), need_attention=False)
     assert model.step_attention(states[-1]) is None
-    model.need_attention = True
     _, states = _decode(model, src, mask, torch.full((2, 2), BOS_ID))
     state = states[-1]
     assert isinstance(state, TransformerState) and state.head_attention is not None

@@ -14,9 +14,9 @@ from seqsmith.config import RNNConfig, config_from_dict
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.build import build_model
-from seqsmith.models.interface import PAD_ID
 from seqsmith.models.pointer_generator import PointerGeneratorModel
 from seqsmith.models.rnn import RNNModel
+from seqsmith.specials import PAD_ID
 
 VOCAB = 15
 SMALL = {"embed_dim": 12, "hidden_dim": 16, "share_embeddings": True, "dropout": 0.0}

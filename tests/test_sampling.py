@@ -16,7 +16,12 @@ SENTENCES = [[4, 5], [5, 4, 4, 5, 4], [4], [6, 5, 4]]
 
 
 def config(**options: Any) -> GenerateConfig:
-    defaults: dict[str, Any] = {"method": "sample", "beam_size": 5, "length_penalty": "none"}
+    defaults: dict[str, Any] = {
+        "method": "sample",
+        "beam_size": 5,
+        "length_penalty": "none",
+        "keep_attention": True,
+    }
     return GenerateConfig(**{**defaults, **options})
 
 

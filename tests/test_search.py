@@ -13,7 +13,8 @@ from toy_model import OnRequestModel, ToyModel, batch, teacher_forced
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation import Hypothesis, generate_ids
-from seqsmith.models.interface import EOS_ID, UNK_ID, Memory, Seq2SeqModel
+from seqsmith.models.interface import Memory, Seq2SeqModel
+from seqsmith.specials import EOS_ID, UNK_ID
 
 SENTENCES = [[4, 5], [5, 4, 4, 5, 4], [4], [5, 5, 4]]
 
@@ -24,6 +25,7 @@ def config(**options: Any) -> GenerateConfig:
         "max_length_a": 1.0,
         "max_length_b": 4,
         "early_stopping": False,  # exact within the beam: what exhaustive search is compared with
+        "keep_attention": True,
     }
     return GenerateConfig(**{**defaults, **options})
 
@@ -33,9 +35,9 @@ def count_rows(model: Seq2SeqModel, monkeypatch: pytest.MonkeyPatch) -> list[int
     rows: list[int] = []
     step = model.decode_step
 
-    def counting(prev: torch.Tensor, memory: Memory, state: Any) -> Any:
+    def counting(prev: torch.Tensor, memory: Memory, state: Any, need_attention: bool = False) -> Any:
         rows.append(prev.size(0))
-        return step(prev, memory, state)
+        return step(prev, memory, state, need_attention)
 
     monkeypatch.setattr(model, "decode_step", counting)
     return rows
@@ -283,15 +285,19 @@ def test_model_mode_is_restored() -> None:
     assert model.training
 
 
-def test_coverage_penalty_switches_attention_on_for_the_call() -> None:
+def test_attention_is_asked_for_per_call() -> None:
     model = OnRequestModel(vocab_size=8, seed=1)
     reference = ToyModel(vocab_size=8, seed=1)
     src, mask = batch(SENTENCES)
-    options = config(beam_size=3, coverage_penalty=0.5)
+    options = config(beam_size=3, coverage_penalty=0.5, keep_attention=False)
     found = generate_ids(model, src, mask, options)
     assert [h[0].score for h in found] == [h[0].score for h in generate_ids(reference, src, mask, options)]
-    assert not model.need_attention
-    assert all(h.attention is None for hyps in generate_ids(model, src, mask, config()) for h in hyps)
+    plain = config(keep_attention=False)
+    assert all(h.attention is None for hyps in generate_ids(model, src, mask, plain) for h in hyps)
+    asked, expected = generate_ids(model, src, mask, config()), generate_ids(reference, src, mask, config())
+    for mine, theirs in zip(asked, expected, strict=True):
+        assert mine[0].attention is not None and theirs[0].attention is not None
+        torch.testing.assert_close(mine[0].attention, theirs[0].attention)
 
 
 def test_search_stops_when_no_live_beam_can_win(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,12 +13,6 @@ from hypothesis import strategies as st
 
 from seqsmith.config import TokenizerConfig
 from seqsmith.data.tokenizer import (
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
-    SEP,
-    SEP_ID,
-    UNK_ID,
     CharTokenizer,
     Tokenizers,
     WordTokenizer,
@@ -27,6 +21,7 @@ from seqsmith.data.tokenizer import (
     sample_lines,
 )
 from seqsmith.errors import SeqsmithError
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, SEP, SEP_ID, UNK_ID
 
 ENGLISH = [
     "Two young, White males are outside near many bushes.",

@@ -8,12 +8,12 @@ on which sentences share a batch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from seqsmith.models.interface import EOS_ID, Memory, Reorderable, Seq2SeqModel
+from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel
+from seqsmith.specials import EOS_ID
 
 
 @dataclasses.dataclass
@@ -62,7 +62,11 @@ class ToyModel(Seq2SeqModel):
         return Memory(states * src_mask.unsqueeze(2), src_mask)
 
     def decode_step(
-        self, prev_ids: Tensor, memory: Memory, state: ToyState | BlindState | None
+        self,
+        prev_ids: Tensor,
+        memory: Memory,
+        state: ToyState | BlindState | None,
+        need_attention: bool = False,
     ) -> tuple[Tensor, ToyState | BlindState]:
         if state is None:
             count = memory.mask.sum(1, keepdim=True).clamp(min=1)
@@ -85,17 +89,17 @@ class ToyModel(Seq2SeqModel):
 
 
 class OnRequestModel(ToyModel):
-    """Exposes attention only while ``need_attention`` is set, as the Transformer does."""
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.need_attention = False
+    """Exposes attention only when a step asks for it, as the Transformer does."""
 
     def decode_step(
-        self, prev_ids: Tensor, memory: Memory, state: ToyState | BlindState | None
+        self,
+        prev_ids: Tensor,
+        memory: Memory,
+        state: ToyState | BlindState | None,
+        need_attention: bool = False,
     ) -> tuple[Tensor, ToyState | BlindState]:
         log_probs, new = super().decode_step(prev_ids, memory, state)
-        return log_probs, new if self.need_attention else BlindState(new.hidden)
+        return log_probs, new if need_attention else BlindState(new.hidden)
 
 
 def batch(sentences: list[list[int]]) -> tuple[Tensor, Tensor]:

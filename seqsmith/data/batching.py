@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from seqsmith.data.binarize import BinarizedSplit
-from seqsmith.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqsmith.errors import SeqsmithError
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass

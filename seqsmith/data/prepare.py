@@ -211,7 +211,7 @@ def _tokenizers(config: Config, progress: bool) -> Tokenizers:
     """A pretrained model's own tokenizer, or one trained on the training data."""
     data = config.data
     if isinstance(config.model, PretrainedConfig):
-        from seqsmith.models.hf import HFTokenizers  # needs transformers: only for pretrained models
+        from seqsmith.data.hf_tokenizer import HFTokenizers  # needs transformers: pretrained models only
 
         return HFTokenizers.load(Path(config.model.path))
     return Tokenizers.train(

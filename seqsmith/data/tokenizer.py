@@ -1,7 +1,7 @@
 """Tokenizers: text <-> ids, the same for every model. SentencePiece (bpe/unigram), characters, words.
 
 Every vocabulary starts with the same special ids (PAD=0, UNK=1, BOS=2, EOS=3, the dialogue turn
-separator ``<sep>``=4), matching ``seqsmith.models.interface``. What decode(encode(text)) gives back:
+separator ``<sep>``=4), from ``seqsmith.specials``. What decode(encode(text)) gives back:
 
 - SentencePiece: ``text`` exactly (no Unicode normalisation, whitespace kept) when every character is in
   the vocabulary (see ``character_coverage``); rarer characters come back as ``<unk>``.
@@ -32,10 +32,8 @@ import sentencepiece as spm
 from seqsmith.config import TokenizerConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_bytes, atomic_write_text
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, SEP, SPECIALS, UNK_ID
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID, SEP_ID = 0, 1, 2, 3, 4
-SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
-SEP = "<sep>"
 _DROPPED = frozenset({PAD_ID, BOS_ID, EOS_ID})
 FORMAT_VERSION = 1
 
@@ -386,7 +384,7 @@ class Tokenizers:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
             raise SeqsmithError(f"{path} is damaged ({error!r}); re-run `seqsmith prepare`") from None
         if kind == "hf":
-            from seqsmith.models.hf import HFTokenizers  # needs transformers: only for pretrained models
+            from seqsmith.data.hf_tokenizer import HFTokenizers  # needs transformers: pretrained models only
 
             return HFTokenizers.load(directory)
         if kind not in KINDS:

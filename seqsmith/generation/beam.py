@@ -152,7 +152,7 @@ def beam_search(
     state: Any = None
 
     for step in range(limits.longest + 1):
-        step_log_probs, state = model.decode_step(prev, memory, state)
+        step_log_probs, state = model.decode_step(prev, memory, state, keep_attention or coverage)
         attention = model.step_attention(state) if keep_attention or coverage else None
         if attention is None and step == 0:
             if coverage:

@@ -69,14 +69,14 @@ class EnsembleModel(Seq2SeqModel):
         return EnsembleMemory(states=memories[0].states, mask=memories[0].mask, members=memories)
 
     def decode_step(
-        self, prev_ids: Tensor, memory: Memory, state: Any | None
+        self, prev_ids: Tensor, memory: Memory, state: Any | None, need_attention: bool = False
     ) -> tuple[Tensor, EnsembleState]:
         if not isinstance(memory, EnsembleMemory):
             raise SeqsmithError("EnsembleModel.decode_step needs the memory its own encode returned")
         models = self._models()
         previous = state.members if isinstance(state, EnsembleState) else [None] * len(models)
         steps = [
-            model.decode_step(prev_ids, member, old)
+            model.decode_step(prev_ids, member, old, need_attention)
             for model, member, old in zip(models, memory.members, previous, strict=True)
         ]
         log_probs = torch.logsumexp(torch.stack([lp for lp, _ in steps]), dim=0) - self._log_n

@@ -47,7 +47,7 @@ def sample(
     state: Any = None
 
     for step in range(limits.longest + 1):
-        log_probs, state = model.decode_step(prev, memory, state)
+        log_probs, state = model.decode_step(prev, memory, state, keep_attention or coverage)
         attention = model.step_attention(state) if keep_attention or coverage else None
         if attention is None and coverage:
             raise SeqsmithError(

@@ -6,10 +6,8 @@ every architecture and with ensembles.
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
@@ -32,7 +30,6 @@ def generate_ids(
     if src.size(0) == 0:
         return []
     was_training = model.training
-    switched = _request_attention(model) if config.coverage_penalty > 0 else []
     model.eval()
     try:
         with torch.inference_mode():
@@ -43,17 +40,6 @@ def generate_ids(
             return sample(model, memory, limits, config, config.keep_attention, config.method == "greedy")
     finally:
         model.train(was_training)
-        for module in switched:
-            cast(Any, module).need_attention = False
-
-
-def _request_attention(model: Seq2SeqModel) -> list[nn.Module]:
-    """Turn on ``need_attention`` where a model computes attention only on request (the Transformer);
-    the coverage penalty needs it. Returns the modules switched, to switch back afterwards."""
-    switched = [m for m in model.modules() if getattr(m, "need_attention", None) is False]
-    for module in switched:
-        cast(Any, module).need_attention = True
-    return switched
 
 
 def _check(src: Tensor, src_mask: Tensor, config: GenerateConfig) -> None:

@@ -6,10 +6,11 @@ import logging
 
 from seqsmith.config import RNNConfig, TransformerConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.models.interface import EOS_ID, Seq2SeqModel
+from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.pointer_generator import PointerGeneratorModel
 from seqsmith.models.rnn import RNNModel
 from seqsmith.models.transformer import TransformerModel
+from seqsmith.specials import EOS_ID
 
 logger = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from seqsmith.config import TransformerConfig
+from seqsmith.data.hf_tokenizer import import_transformers
 from seqsmith.data.tokenizer import SentencePieceTokenizer, Tokenizers
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_directory
-from seqsmith.models.hf import import_transformers
-from seqsmith.models.interface import BOS_ID, EOS_ID, PAD_ID
 from seqsmith.models.model_dir import TOKENIZER, load_model_dir
 from seqsmith.models.transformer import TransformerModel
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
 
 logger = logging.getLogger(__name__)
 

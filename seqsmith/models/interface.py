@@ -2,9 +2,10 @@
 
 - ``encode(src, src_mask) -> memory``: whatever the decoder needs, reorderable with ``memory.select`` and
   expanded for beams with ``memory.repeat_rows``;
-- ``decode_step(prev_ids, memory, state) -> (log_probs, state)``: one step; ``state`` is ``None`` at the
-  first step and is an incremental cache (RNN hidden state, key/value cache) that search reorders with
-  ``state.select(indices)``;
+- ``decode_step(prev_ids, memory, state, need_attention) -> (log_probs, state)``: one step; ``state`` is
+  ``None`` at the first step and is an incremental cache (RNN hidden state, key/value cache) that search
+  reorders with ``state.select(indices)``; with ``need_attention`` the state also carries the step's
+  cross-attention (a per-call argument, so concurrent callers of one model never race on a flag);
 - ``forward(src, src_mask, tgt_in) -> scores``: teacher-forced; ``log_softmax(scores)`` is the model's
   distribution over the output vocabulary (logits for most models, log-probabilities for copy models).
 """
@@ -18,9 +19,7 @@ from typing import Any, TypeVar, cast
 import torch
 from torch import Tensor, nn
 
-from seqsmith.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
-
-__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "Memory", "Reorderable", "Seq2SeqModel", "repeated"]
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
 
 T = TypeVar("T", bound="Reorderable")
 M = TypeVar("M", bound="Memory")
@@ -74,18 +73,19 @@ class Seq2SeqModel(nn.Module, ABC):
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID  # the first decoder input
     eos_id: int = EOS_ID
-    # Models that compute attention weights only on request (they cost time) read this flag; search turns it
-    # on for the coverage penalty, reports turn it on for pictures.
-    need_attention: bool = False
 
     @abstractmethod
     def encode(self, src: Tensor, src_mask: Tensor) -> Memory: ...
 
     @abstractmethod
-    def decode_step(self, prev_ids: Tensor, memory: Memory, state: Any | None) -> tuple[Tensor, Any]:
+    def decode_step(
+        self, prev_ids: Tensor, memory: Memory, state: Any | None, need_attention: bool = False
+    ) -> tuple[Tensor, Any]:
         """prev_ids (batch,) -> log-probabilities (batch, vocab) and the next state.
 
-        The log-probabilities must be a tensor of the caller's own: search masks it in place.
+        The log-probabilities must be a tensor of the caller's own: search masks it in place. With
+        ``need_attention`` the state must expose the step's attention through ``step_attention`` (models
+        that compute it anyway may always expose it).
         """
 
     @abstractmethod
@@ -120,7 +120,7 @@ class Seq2SeqModel(nn.Module, ABC):
         memory = self.encode(src, src_mask)
         state, rows = None, []
         for t in range(tgt_in.size(1)):
-            _, state = self.decode_step(tgt_in[:, t], memory, state)
+            _, state = self.decode_step(tgt_in[:, t], memory, state, need_attention=True)
             attention = self.step_attention(state, heads)
             if attention is None:
                 return None

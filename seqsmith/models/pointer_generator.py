@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqsmith.config import RNNConfig
-from seqsmith.models.interface import UNK_ID, Memory
+from seqsmith.models.interface import Memory
 from seqsmith.models.rnn import Hidden, RNNMemory, RNNModel, RNNState, layers_first, split_hidden
+from seqsmith.specials import UNK_ID
 
 _FLOOR = 1e-12
 
@@ -113,7 +114,9 @@ class PointerGeneratorModel(RNNModel):
             self._auxiliary = overlap * self.config.coverage_loss_weight
         return torch.stack(steps, dim=1)
 
-    def decode_step(self, prev_ids: Tensor, memory: Memory, state: Any | None) -> tuple[Tensor, CopyState]:
+    def decode_step(
+        self, prev_ids: Tensor, memory: Memory, state: Any | None, need_attention: bool = False
+    ) -> tuple[Tensor, CopyState]:
         if not isinstance(memory, CopyMemory):
             raise TypeError("PointerGeneratorModel.decode_step needs the memory from its own encode")
         if state is None:

@@ -22,7 +22,8 @@ from seqsmith.config import RNNConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.attention import make_attention
 from seqsmith.models.dropout import Dropout
-from seqsmith.models.interface import PAD_ID, Memory, Reorderable, Seq2SeqModel
+from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel
+from seqsmith.specials import PAD_ID
 
 Hidden = Tensor | tuple[Tensor, Tensor]  # what nn.GRU / nn.LSTM take as hx: (layers, batch, dim)
 
@@ -160,7 +161,10 @@ class RNNModel(Seq2SeqModel):
             steps.append(feed)
         return self.output(torch.stack(steps, dim=1))
 
-    def decode_step(self, prev_ids: Tensor, memory: Memory, state: Any | None) -> tuple[Tensor, RNNState]:
+    def decode_step(
+        self, prev_ids: Tensor, memory: Memory, state: Any | None, need_attention: bool = False
+    ) -> tuple[Tensor, RNNState]:
+        """The state always carries the attention: the step computes it anyway."""
         if not isinstance(memory, RNNMemory):
             raise TypeError("RNNModel.decode_step needs the memory returned by RNNModel.encode")
         if state is None:

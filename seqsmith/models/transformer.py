@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from seqsmith.config import TransformerConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.dropout import Dropout, dropout
-from seqsmith.models.interface import PAD_ID, Memory, Reorderable, Seq2SeqModel, repeated
+from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel, repeated
+from seqsmith.specials import PAD_ID
 
 _CACHE_CHUNK = 32  # decoding steps the self-attention buffer grows by
 _POOL_SIZE = 4  # idle buffers a pool keeps
@@ -287,7 +288,7 @@ class TransformerState(Reorderable):
 
     ``cache`` may be shared with the state one step older: a step appends in place when its input state
     has not been extended yet (``extendable``) and copies the cache otherwise, so any state can be
-    decoded from again. ``attention``/``head_attention`` are set when ``model.need_attention`` is True.
+    decoded from again. ``attention``/``head_attention`` are set when the step was asked for attention.
     """
 
     cache: _Cache
@@ -325,7 +326,6 @@ class TransformerModel(Seq2SeqModel):
         super().__init__()
         self.config = config
         self.target_vocab_size = target_vocab_size
-        self.need_attention = False  # True: decode_step fills state.attention / state.head_attention
         d_model = config.d_model
         self.embed_scale = math.sqrt(d_model)
         self.source_embedding = nn.Embedding(source_vocab_size, d_model, padding_idx=PAD_ID)
@@ -399,7 +399,7 @@ class TransformerModel(Seq2SeqModel):
 
     @torch.no_grad()
     def decode_step(
-        self, prev_ids: Tensor, memory: Memory, state: Any | None
+        self, prev_ids: Tensor, memory: Memory, state: Any | None, need_attention: bool = False
     ) -> tuple[Tensor, TransformerState]:
         """One step without autograd (search never needs gradients; train through ``forward``)."""
         if not isinstance(memory, TransformerMemory):
@@ -423,6 +423,6 @@ class TransformerModel(Seq2SeqModel):
             x, weights = cast(_DecoderLayer, layer).step(x, buffer[i, :, :rows], t, memory, i)
         logits = self.output(self.decoder_norm(x)).float()
         log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: -40% time, same values
-        if not self.need_attention or weights is None:
+        if not need_attention or weights is None:
             return log_probs, TransformerState(cache, t + 1)
         return log_probs, TransformerState(cache, t + 1, weights.mean(dim=1), weights)
