@@ -79,14 +79,10 @@ class PointerGeneratorModel(RNNModel):
     ) -> tuple[Tensor, Tensor, Tensor, Hidden]:
         """One step -> log-probabilities (batch, vocab), the attentional vector fed to the next step,
         attention weights (batch, src_len) and the next hx."""
-        inputs = torch.cat([embedded, feed], dim=-1) if self.config.input_feeding else embedded
-        output, hx = self.decoder(inputs.unsqueeze(1), hx)
-        query = output.squeeze(1)
-        keys = memory.keys
+        keys = None
         if self.coverage_feature is not None:
-            keys = keys + coverage.unsqueeze(-1) * self.coverage_feature
-        context, weights = self.attention(query, memory.states, keys, memory.mask)
-        vector = self.dropout(torch.tanh(self.combine(torch.cat([query, context], dim=-1))))
+            keys = memory.keys + coverage.unsqueeze(-1) * self.coverage_feature
+        vector, weights, hx, query, context = self._step(embedded, feed, hx, memory, keys)
         vocab = torch.softmax(self.output(vector).float(), dim=-1)
         if self.gate is None:
             return vocab.clamp_min(_FLOOR).log(), vector, weights, hx

@@ -11,7 +11,7 @@ embeddings, key projections and the output projection are still computed outside
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,16 @@ class RNNState(Reorderable):
     cell: Tensor | None  # LSTM only
     feed: Tensor  # (batch, output_dim): the attentional vector fed to the next step
     attention: Tensor  # (batch, src_len): this step's attention weights
+
+
+class Step(NamedTuple):
+    """What one decoder step computes."""
+
+    vector: Tensor  # (batch, output_dim) attentional vector: the output layer's input, fed to the next step
+    weights: Tensor  # (batch, src_len) attention
+    hx: Hidden
+    query: Tensor  # (batch, hidden_dim) top decoder state
+    context: Tensor  # (batch, hidden_dim) attended encoder states
 
 
 def layers_first(hidden: Tensor, cell: Tensor | None) -> Hidden:
@@ -128,20 +138,26 @@ class RNNModel(Seq2SeqModel):
         top = torch.cat(list(final[-directions:]), dim=-1)
         return torch.tanh(layer(top)).view(top.size(0), self.config.decoder_layers, -1)
 
-    def _attend(self, outputs: Tensor, memory: RNNMemory) -> tuple[Tensor, Tensor]:
-        """Top decoder states -> dropped-out attentional vectors and attention weights (any step count)."""
-        context, weights = self.attention(outputs, memory.states, memory.keys, memory.mask)
+    def _attend(
+        self, outputs: Tensor, memory: RNNMemory, keys: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Top decoder states -> dropped-out attentional vectors, attention weights and contexts (any step
+        count); ``keys`` replaces the memory's projected keys (coverage adds to them)."""
+        keys = memory.keys if keys is None else keys
+        context, weights = self.attention(outputs, memory.states, keys, memory.mask)
         vector = torch.tanh(self.combine(torch.cat([outputs, context], dim=-1)))
-        return self.dropout(vector), weights
+        return self.dropout(vector), weights, context
 
     def _step(
-        self, embedded: Tensor, feed: Tensor, hx: Hidden, memory: RNNMemory
-    ) -> tuple[Tensor, Tensor, Hidden]:
-        """One decoder step shared by ``forward`` and ``decode_step`` so both compute the same thing."""
+        self, embedded: Tensor, feed: Tensor, hx: Hidden, memory: RNNMemory, keys: Tensor | None = None
+    ) -> Step:
+        """One decoder step, shared by ``forward``, ``decode_step`` and the pointer-generator so that all
+        compute the same thing."""
         inputs = torch.cat([embedded, feed], dim=-1) if self.config.input_feeding else embedded
         output, hx = self.decoder(inputs.unsqueeze(1), hx)
-        vector, weights = self._attend(output.squeeze(1), memory)
-        return vector, weights, hx
+        query = output.squeeze(1)
+        vector, weights, context = self._attend(query, memory, keys)
+        return Step(vector, weights, hx, query, context)
 
     def _initial_feed(self, memory: RNNMemory) -> Tensor:
         return memory.states.new_zeros(memory.states.size(0), self.output_dim)
@@ -152,12 +168,12 @@ class RNNModel(Seq2SeqModel):
         hx = layers_first(memory.hidden, memory.cell)
         if not self.config.input_feeding:
             outputs, _ = self.decoder(embedded, hx)
-            vectors, _ = self._attend(outputs, memory)
+            vectors, _, _ = self._attend(outputs, memory)
             return self.output(vectors)
         feed = self._initial_feed(memory)
         steps = []
         for t in range(tgt_in.size(1)):
-            feed, _, hx = self._step(embedded[:, t], feed, hx, memory)
+            feed, _, hx, _, _ = self._step(embedded[:, t], feed, hx, memory)
             steps.append(feed)
         return self.output(torch.stack(steps, dim=1))
 
@@ -171,7 +187,9 @@ class RNNModel(Seq2SeqModel):
             hx, feed = layers_first(memory.hidden, memory.cell), self._initial_feed(memory)
         else:
             hx, feed = layers_first(state.hidden, state.cell), state.feed
-        vector, weights, hx = self._step(self.dropout(self.target_embedding(prev_ids)), feed, hx, memory)
+        vector, weights, hx, _, _ = self._step(
+            self.dropout(self.target_embedding(prev_ids)), feed, hx, memory
+        )
         log_probs = F.log_softmax(self.output(vector).float(), dim=-1)
         hidden, cell = split_hidden(hx)
         return log_probs, RNNState(hidden, cell, vector, weights)
