@@ -32,7 +32,8 @@ from seqsmith.fileio import atomic_write_text
 from seqsmith.generation.generator import Generator
 from seqsmith.models.model_dir import WEIGHTS, load_model_dir, save_weights
 from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
-from seqsmith.training.trainer import Trainer, TrainResult, perplexity_of, split_loss
+from seqsmith.training.trainer import Trainer, TrainResult
+from seqsmith.training.validation import perplexity_of, split_loss
 
 __all__ = [
     "Generator",

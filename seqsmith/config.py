@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from seqsmith.errors import SeqsmithError
 
@@ -135,9 +143,44 @@ class PretrainedConfig(Section):
 ModelConfig = Annotated[TransformerConfig | RNNConfig | PretrainedConfig, Field(discriminator="arch")]
 
 
+class ObjectiveConfig(Section):
+    """The ``train.objective`` section: one subclass per objective, picked by its ``kind``.
+
+    Defining a subclass with a new ``kind`` literal registers it, so a plug-in objective (a config class
+    here and an ``Objective`` in ``seqsmith.training.objective``) is validated like the built-in ones.
+    """
+
+    kind: str
+    kinds: ClassVar[dict[str, type[ObjectiveConfig]]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        kind = cls.model_fields["kind"].default
+        if not isinstance(kind, str):
+            raise TypeError(f"{cls.__name__} must give kind a default, e.g. kind: Literal['mine'] = 'mine'")
+        ObjectiveConfig.kinds[kind] = cls
+
+
+class MLEObjectiveConfig(ObjectiveConfig):
+    """Teacher-forced cross-entropy with train.label_smoothing, the model's auxiliary losses and L1/L2."""
+
+    kind: Literal["mle"] = "mle"
+
+
+LOWER_IS_BETTER = ("loss", "ppl", "ter")  # validation metrics where smaller is better
+
+ModelPart = Literal["encoder", "decoder", "embeddings"]
+
+
 class TrainConfig(Section):
     model_dir: str = "runs/model"
     seed: int = 1
+    objective: SerializeAsAny[ObjectiveConfig] = Field(default_factory=MLEObjectiveConfig)
+    # start from another model directory's weights (fine-tuning, RL from an MLE model, transfer learning);
+    # vocabulary rows are matched by piece, so the two vocabularies may differ
+    init_from: str | None = None
+    init_parts: list[ModelPart] = ["encoder", "decoder", "embeddings"]
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
     lr: float = Field(5e-4, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.98)
@@ -159,13 +202,34 @@ class TrainConfig(Section):
     max_minutes: float | None = Field(None, gt=0.0)
     validate_every: int = Field(1000, ge=1)
     validation_bleu: bool = True
-    early_stopping_metric: Literal["bleu", "loss", "ppl"] = "bleu"
+    early_stopping_metric: Literal[
+        "loss", "ppl", "bleu", "chrf", "ter", "rouge1", "rouge2", "rougeL", "distinct1", "distinct2"
+    ] = "bleu"
     patience: int | None = Field(None, ge=1)  # validations without improvement before stopping
     keep_best: int = Field(1, ge=0)
     checkpoint_every: int = Field(1000, ge=1)
     log_every: int = Field(100, ge=1)
     bf16: bool = False
     threads: int | None = Field(None, ge=1)
+
+    @field_validator("objective", mode="wrap")
+    @classmethod
+    def _pick_objective(cls, raw: Any, handler: Any) -> Any:
+        """A discriminated union over every registered objective, the plug-ins included."""
+        if not isinstance(raw, dict):
+            return handler(raw)
+        kind = raw.get("kind", "mle")
+        if kind not in ObjectiveConfig.kinds:
+            raise ValueError(
+                f"unknown objective kind {kind!r}; known: {', '.join(sorted(ObjectiveConfig.kinds))} "
+                "(a plug-in objective registers its kind when the module defining it is imported)"
+            )
+        return ObjectiveConfig.kinds[kind].model_validate(raw)
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Whether a larger early_stopping_metric is a better model."""
+        return self.early_stopping_metric not in LOWER_IS_BETTER
 
     @model_validator(mode="after")
     def _some_budget(self) -> TrainConfig:
@@ -174,6 +238,12 @@ class TrainConfig(Section):
         if self.schedule == "cosine" and self.max_steps is None and self.max_epochs is None:
             # max_minutes alone gives no length to decay over: the rate would silently stay at its peak
             raise ValueError("schedule=cosine decays over train.max_steps or train.max_epochs: set one")
+        if self.early_stopping_metric == "bleu" and not self.validation_bleu:
+            raise ValueError(
+                "early_stopping_metric=bleu needs validation_bleu: true; pick loss or another metric"
+            )
+        if not self.init_parts:
+            raise ValueError("init_parts is empty: name encoder, decoder and/or embeddings")
         return self
 
 

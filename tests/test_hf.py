@@ -28,8 +28,9 @@ from seqsmith.errors import SeqsmithError  # noqa: E402
 from seqsmith.generation.search import generate_ids  # noqa: E402
 from seqsmith.models.build import build_model  # noqa: E402
 from seqsmith.models.hf import HFSeq2Seq, load_hf  # noqa: E402
-from seqsmith.models.hf_export import export_marian, init_encoder_from_hf  # noqa: E402
+from seqsmith.models.hf_export import export_marian  # noqa: E402
 from seqsmith.models.interface import Seq2SeqModel  # noqa: E402
+from seqsmith.models.marian import init_encoder_from_hf  # noqa: E402
 from seqsmith.models.model_dir import save_weights  # noqa: E402
 from seqsmith.models.transformer import TransformerModel  # noqa: E402
 from seqsmith.specials import EOS_ID, PAD_ID  # noqa: E402
@@ -432,7 +433,7 @@ def test_seqsmith_train_fine_tunes_a_pretrained_model(tmp_path: Path) -> None:
     from seqsmith import api
     from seqsmith.data.binarize import BinarizedSplit
     from seqsmith.models.model_dir import load_model_dir
-    from seqsmith.training.trainer import split_loss
+    from seqsmith.training.validation import split_loss
 
     pretrained = tiny_marian_with_tokenizer(tmp_path / "pretrained")
     rng = random.Random(0)
@@ -488,7 +489,8 @@ def test_training_starts_from_a_pretrained_encoder(tmp_path: Path) -> None:
     from conftest import tiny_config
 
     from seqsmith import api
-    from seqsmith.training.trainer import Trainer
+    from seqsmith.data.tokenizer import Tokenizers
+    from seqsmith.models.initialize import initial_model
 
     torch.manual_seed(2)
     marian = transformers.MarianMTModel(
@@ -511,8 +513,9 @@ def test_training_starts_from_a_pretrained_encoder(tmp_path: Path) -> None:
         tmp_path, model={**shape, "max_positions": 64, "init_encoder_from": str(tmp_path / "marian")}
     )
     api.prepare(config, show_progress=False)
-    model = Trainer(config, show_progress=False).initial_model()
-    assert isinstance(model, TransformerModel)
+    tokenizers = Tokenizers.load(Path(config.data.output_dir) / "tokenizer")
+    model, notes = initial_model(config, tokenizers, None, fresh=True)
+    assert isinstance(model, TransformerModel) and "Marian" in notes[0]
     encoder = marian.get_encoder()
     for mine, theirs in zip(model.encoder_layers, encoder.layers, strict=True):
         assert torch.equal(mine.ffn[0].weight, theirs.fc1.weight)

@@ -185,7 +185,7 @@ def _rouge(
     return rows
 
 
-def _tokenizer(tokenize: str, lowercase: bool) -> Callable[[str], list[str]]:
+def bleu_tokens(tokenize: str, lowercase: bool) -> Callable[[str], list[str]]:
     """The tokenization BLEU applies, reused for diversity metrics so all of them count the same units."""
     bleu = _bleu(tokenize, lowercase)
 
@@ -197,7 +197,7 @@ def _tokenizer(tokenize: str, lowercase: bool) -> Callable[[str], list[str]]:
 
 def distinct_n(hypotheses: Sequence[str], n: int, tokenize: str = "13a", lowercase: bool = False) -> float:
     """Unique n-grams over all n-grams of the corpus (0 when no line has n tokens)."""
-    split = _tokenizer(tokenize, lowercase)
+    split = bleu_tokens(tokenize, lowercase)
     grams: Counter[tuple[str, ...]] = Counter()
     for line in hypotheses:
         tokens = split(line)
@@ -217,7 +217,7 @@ def self_bleu(hypotheses: Sequence[str], tokenize: str = "13a", lowercase: bool 
         raise SeqsmithError(f"self_bleu needs at least 2 hypotheses (got {len(hypotheses)})")
     bleu = _bleu(tokenize, lowercase, sentence=True)
     order = bleu.max_ngram_order
-    split = _tokenizer(tokenize, lowercase)
+    split = bleu_tokens(tokenize, lowercase)
     counts = []
     lengths = []
     for line in hypotheses:

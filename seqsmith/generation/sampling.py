@@ -55,7 +55,7 @@ def sample(
                 "set generate.coverage_penalty: 0"
             )
         scores = constrain(log_probs.to(dtype), step, limits, history.tokens, model, config.no_repeat_ngram)
-        tokens = scores.argmax(dim=1) if greedy else _draw(scores, config, generator)
+        tokens = scores.argmax(dim=1) if greedy else draw(scores, config, generator)
         history = history.extend(tokens, scores.gather(1, tokens.unsqueeze(1)).squeeze(1), attention)
         ended = tokens == model.eos_id
         if not bool(ended.any()):
@@ -79,7 +79,7 @@ def sample(
     return out
 
 
-def _draw(scores: Tensor, config: GenerateConfig, generator: torch.Generator | None) -> Tensor:
+def draw(scores: Tensor, config: GenerateConfig, generator: torch.Generator | None) -> Tensor:
     """One token per row from the tempered distribution, cut to the top-k and to the nucleus top-p."""
     logits = scores / config.temperature
     if config.top_k and config.top_k < logits.size(1):

@@ -24,7 +24,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -114,9 +114,20 @@ class HFSeq2Seq(Seq2SeqModel):
         self.step_bias: Tensor
         self.register_buffer("step_bias", bias, persistent=False)
 
+    # HF models name and tie their embeddings each their own way: init_from copies them by name and shape
+    vocabulary_rows: ClassVar[dict[str, str]] = {}
+    encoder_prefixes = ("hf.model.encoder.",)
+
     @property
     def output_size(self) -> int:
         return self.vocab_size + 1
+
+    @property
+    def width(self) -> int:
+        return int(getattr(self.hf.config, "d_model", 512))
+
+    def save_architecture(self, directory: Path) -> None:
+        save_architecture(self, directory)
 
     def _hf_source(self, src: Tensor, src_mask: Tensor) -> Tensor:
         return src.masked_fill(~src_mask, self.hf_pad_id)

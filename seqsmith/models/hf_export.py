@@ -1,8 +1,8 @@
-"""Weights between seqsmith's Transformer and Marian (``MarianMTModel``), in both directions.
+"""Export a seqsmith Transformer as a Marian (``MarianMTModel``) directory of Hugging Face's.
 
-One name map serves both: ``export_marian`` writes a seqsmith model directory as a Marian directory
-that transformers loads with identical logits, and ``init_encoder_from_hf`` starts a new seqsmith
-encoder from a pretrained Marian encoder.
+``export_marian`` writes a seqsmith model directory as a Marian directory that transformers loads with
+identical logits, through the name map of ``seqsmith.models.marian`` (which also starts a seqsmith
+encoder from a pretrained Marian one).
 
 Marian is a post-norm Transformer with shared, tied, sqrt(d)-scaled embeddings and a fixed sinusoidal
 table laid out like seqsmith's (sines in the first half of the features, cosines in the second). The
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,63 +29,12 @@ from seqsmith.data.hf_tokenizer import import_transformers
 from seqsmith.data.tokenizer import SentencePieceTokenizer, Tokenizers
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_directory
+from seqsmith.models.marian import decoder_entries, encoder_entries, row_block
 from seqsmith.models.model_dir import TOKENIZER, load_model_dir
 from seqsmith.models.transformer import TransformerModel
 from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
 
 logger = logging.getLogger(__name__)
-
-# (Marian name, seqsmith name, part, parts): Marian's tensor is part ``part`` of ``parts`` equal row
-# blocks of seqsmith's (seqsmith fuses q/k/v and cross-attention k/v into one projection).
-Entry = tuple[str, str, int, int]
-
-_ENCODER_LAYER: list[Entry] = [
-    ("self_attn.q_proj", "attention.qkv", 0, 3),
-    ("self_attn.k_proj", "attention.qkv", 1, 3),
-    ("self_attn.v_proj", "attention.qkv", 2, 3),
-    ("self_attn.out_proj", "attention.out", 0, 1),
-    ("self_attn_layer_norm", "norm1", 0, 1),
-    ("fc1", "ffn.0", 0, 1),
-    ("fc2", "ffn.2", 0, 1),
-    ("final_layer_norm", "norm2", 0, 1),
-]
-_DECODER_LAYER: list[Entry] = [
-    ("self_attn.q_proj", "self_attention.qkv", 0, 3),
-    ("self_attn.k_proj", "self_attention.qkv", 1, 3),
-    ("self_attn.v_proj", "self_attention.qkv", 2, 3),
-    ("self_attn.out_proj", "self_attention.out", 0, 1),
-    ("self_attn_layer_norm", "norm1", 0, 1),
-    ("encoder_attn.q_proj", "cross_attention.q", 0, 1),
-    ("encoder_attn.k_proj", "cross_attention.kv", 0, 2),
-    ("encoder_attn.v_proj", "cross_attention.kv", 1, 2),
-    ("encoder_attn.out_proj", "cross_attention.out", 0, 1),
-    ("encoder_attn_layer_norm", "norm2", 0, 1),
-    ("fc1", "ffn.0", 0, 1),
-    ("fc2", "ffn.2", 0, 1),
-    ("final_layer_norm", "norm3", 0, 1),
-]
-
-
-def _layer_entries(side: str, layers: int, table: list[Entry]) -> list[Entry]:
-    ours = "encoder_layers" if side == "encoder" else "decoder_layers"
-    return [
-        (f"model.{side}.layers.{i}.{theirs}.{kind}", f"{ours}.{i}.{mine}.{kind}", part, parts)
-        for i in range(layers)
-        for theirs, mine, part, parts in table
-        for kind in ("weight", "bias")
-    ]
-
-
-def encoder_entries(config: TransformerConfig) -> list[Entry]:
-    return _layer_entries("encoder", config.encoder_layers, _ENCODER_LAYER)
-
-
-def decoder_entries(config: TransformerConfig) -> list[Entry]:
-    return _layer_entries("decoder", config.decoder_layers, _DECODER_LAYER)
-
-
-def _part(tensor: Tensor, part: int, parts: int) -> Tensor:
-    return tensor.chunk(parts, dim=0)[part]
 
 
 def _unsupported(config: TransformerConfig) -> list[str]:
@@ -135,7 +83,7 @@ def marian_config(config: TransformerConfig, vocab_size: int) -> Any:
 def _marian_state(model: TransformerModel) -> dict[str, Tensor]:
     config, ours = model.config, model.state_dict()
     state = {
-        theirs: _part(ours[mine], part, parts).clone()
+        theirs: row_block(ours[mine], part, parts).clone()
         for theirs, mine, part, parts in encoder_entries(config) + decoder_entries(config)
     }
     embedding = model.source_embedding.weight.detach().clone()
@@ -227,55 +175,3 @@ def _export_tokenizer(directory: Path, out_dir: Path) -> None:
     vocab.write_text(json.dumps({source.piece(i): i for i in range(source.vocab_size)}), encoding="utf-8")
     tokenizer = import_transformers().MarianTokenizer(str(spm), str(spm), str(vocab))
     tokenizer.save_pretrained(str(out_dir))
-
-
-def init_encoder_from_hf(model: TransformerModel, hf_dir: str | Path, embeddings: bool = True) -> None:
-    """Copy a pretrained Marian encoder (and, with ``embeddings``, its token embeddings) into ``model``.
-
-    The seqsmith model needs Marian's shape (post-norm, same d_model, heads, ffn size, encoder layers,
-    activation) and ``positions: learned``, which receives Marian's sinusoidal table. Token embeddings
-    are only meaningful if both vocabularies give the same ids to the same pieces.
-    """
-    hf_dir = Path(hf_dir)
-    transformers = import_transformers()
-    try:
-        marian = transformers.MarianMTModel.from_pretrained(str(hf_dir), local_files_only=True)
-    except (OSError, ValueError, KeyError) as error:
-        raise SeqsmithError(f"{hf_dir}: not a Marian model directory ({str(error)[:300]})") from None
-    config, theirs = model.config, marian.config
-    pairs = [
-        ("norm", config.norm, "post"),
-        ("positions", config.positions, "learned"),
-        ("d_model", config.d_model, theirs.d_model),
-        ("heads", config.heads, theirs.encoder_attention_heads),
-        ("ffn_dim", config.ffn_dim, theirs.encoder_ffn_dim),
-        ("encoder_layers", config.encoder_layers, theirs.encoder_layers),
-        ("activation", config.activation, theirs.activation_function),
-    ]
-    if config.max_positions > theirs.max_position_embeddings:
-        pairs.append(("max_positions", config.max_positions, theirs.max_position_embeddings))
-    wrong = [f"model.{key}: {mine!r} (needs {needed!r})" for key, mine, needed in pairs if mine != needed]
-    if wrong:
-        raise SeqsmithError(f"the encoder of {hf_dir} does not fit this model: " + "; ".join(wrong))
-    state = marian.state_dict()
-    with torch.no_grad():
-        mine = dict(model.named_parameters())
-        for their_name, my_name, part, parts in encoder_entries(config):
-            _part(mine[my_name], part, parts).copy_(state[their_name])
-        table = marian.model.encoder.embed_positions.weight
-        model.source_positions.table.copy_(table[: config.max_positions])
-        if embeddings:
-            _copy_embeddings(model, marian, hf_dir)
-
-
-def _copy_embeddings(model: TransformerModel, marian: Any, hf_dir: Path) -> None:
-    weight = marian.model.encoder.embed_tokens.weight
-    if weight.shape != model.source_embedding.weight.shape:
-        raise SeqsmithError(
-            f"{hf_dir}: Marian's embeddings are {tuple(weight.shape)} but the model's source embeddings are "
-            f"{tuple(model.source_embedding.weight.shape)}; use the same vocabulary or embeddings=False"
-        )
-    scale = marian.model.encoder.embed_scale / model.embed_scale  # seqsmith always scales by sqrt(d)
-    model.source_embedding.weight.copy_(weight * scale)
-    if not math.isclose(scale, 1.0):
-        logger.info("Marian's embeddings are unscaled; copied divided by sqrt(d_model)")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import Any, TypeVar, cast
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +74,16 @@ class Seq2SeqModel(nn.Module, ABC):
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID  # the first decoder input
     eos_id: int = EOS_ID
+    # For train.init_from (seqsmith.models.initialize): state-dict names whose rows follow a vocabulary
+    # ("source" or "target"; matched by piece between two models, the "embeddings" part) and the name
+    # prefixes of the "encoder" part; every other tensor is the "decoder" part.
+    vocabulary_rows: ClassVar[dict[str, str]] = {
+        "source_embedding.weight": "source",
+        "target_embedding.weight": "target",
+        "output.weight": "target",
+        "output.bias": "target",
+    }
+    encoder_prefixes: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def encode(self, src: Tensor, src_mask: Tensor) -> Memory: ...
@@ -96,6 +107,20 @@ class Seq2SeqModel(nn.Module, ABC):
     @abstractmethod
     def output_size(self) -> int:
         """Size of the distribution decode_step returns (may exceed the vocabulary for copy models)."""
+
+    @property
+    def width(self) -> int:
+        """The model dimension the noam schedule scales by (Transformers: d_model)."""
+        return 512
+
+    def save_architecture(self, directory: Path) -> None:
+        """Write what rebuilds this model besides config.json (a pretrained model's own config); models
+        that config.json describes whole write nothing."""
+
+    def load_pretrained_parts(self) -> list[str]:
+        """Copy in the pretrained parts the model's config names (a Marian encoder for the Transformer)
+        before a fresh training; returns one note per part for the log."""
+        return []
 
     def auxiliary_loss(self) -> Tensor | None:
         """A loss the last ``forward`` adds to the cross-entropy, summed over target tokens (coverage);

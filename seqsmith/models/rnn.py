@@ -113,6 +113,8 @@ class RNNModel(Seq2SeqModel):
             self.output.weight = self.target_embedding.weight
         self.dropout = Dropout(config.dropout)
 
+    encoder_prefixes = ("encoder.",)
+
     @property
     def output_size(self) -> int:
         return self.target_vocab_size

@@ -352,9 +352,25 @@ class TransformerModel(Seq2SeqModel):
         self.encoder_norm = nn.LayerNorm(d_model) if pre else nn.Identity()
         self.decoder_norm = nn.LayerNorm(d_model) if pre else nn.Identity()
 
+    encoder_prefixes = ("encoder_layers.", "encoder_norm.", "source_positions.")
+
     @property
     def output_size(self) -> int:
         return self.target_vocab_size
+
+    @property
+    def width(self) -> int:
+        return self.config.d_model
+
+    def load_pretrained_parts(self) -> list[str]:
+        source = self.config.init_encoder_from
+        if source is None:
+            return []
+        from seqsmith.models.marian import init_encoder_from_hf  # needs transformers
+
+        init_encoder_from_hf(self, source, self.config.init_encoder_embeddings)
+        embeddings = " and its token embeddings" if self.config.init_encoder_embeddings else ""
+        return [f"encoder{embeddings} from the Marian model {source}"]
 
     def _check_length(self, length: int, what: str) -> None:
         if length > self.config.max_positions:

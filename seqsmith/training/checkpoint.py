@@ -1,7 +1,10 @@
 """Training checkpoints: every save is a new directory made atomically, then a pointer file names it.
 
 A SIGKILL at any moment leaves the pointer on the previous complete checkpoint or on the new complete one.
-``training_state.pt`` holds only tensors and plain values and is read with ``weights_only=True``.
+A checkpoint holds every unit of the training: ``model.safetensors`` for the main model (what averaging
+reads) and ``<unit>.safetensors`` for the others, and ``training_state.pt`` with each unit's optimizer,
+the RNG of every device in use, the objective's own state and the data position. That file holds only
+tensors and plain values and is read with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_directory, atomic_write_text
 from seqsmith.models.model_dir import WEIGHTS, load_weights, read_weights, save_weights
+from seqsmith.training.objective import MAIN, Objective, Units
 
 STATE = "training_state.pt"
 
@@ -27,11 +31,12 @@ class Progress:
 
     step: int = 0
     epoch: int = 0
-    batch: int = 0
+    batch: int = 0  # batches of the epoch consumed by all processes together
     elapsed: float = 0.0  # seconds of training wall time before this run
     lr_factor: float = 1.0  # lowered by the plateau schedule
     best_metric: float | None = None
     bad_validations: int = 0
+    world: int = 1  # processes that trained up to here
 
 
 @dataclass
@@ -70,25 +75,21 @@ class CheckpointDir:
     def best(self) -> list[Path]:
         return [self.root / e.name for e in self._read_index().best]
 
-    def save(
-        self,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        progress: Progress,
-        metric: float | None,
-    ) -> bool:
+    def save(self, units: Units, objective: Objective, progress: Progress, metric: float | None) -> bool:
         """Save a checkpoint; return True when it is a new best (by ``metric``, if given)."""
         name = f"step-{progress.step:08d}"
         target = self.root / name
         if target.exists():
             shutil.rmtree(target)  # a leftover of an earlier run that stopped before naming it latest
         with atomic_directory(target) as temporary:
-            save_weights(model, temporary / WEIGHTS)
+            for unit_name, unit in units.items():
+                save_weights(unit.module, temporary / _weights_name(unit_name))
             torch.save(
                 {
                     "progress": asdict(progress),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": torch.get_rng_state(),
+                    "optimizers": {key: unit.optimizer.state_dict() for key, unit in units.items()},
+                    "rng": _rng_states(),
+                    "objective": objective.state_dict(),
                 },
                 temporary / STATE,
             )
@@ -109,23 +110,52 @@ class CheckpointDir:
                 shutil.rmtree(stale, ignore_errors=True)
         return is_best
 
-    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Progress | None:
-        """Load the latest checkpoint into model and optimizer; None when there is none."""
+    def restore(self, units: Units, objective: Objective) -> Progress | None:
+        """Load the latest checkpoint into every unit and the objective; None when there is none."""
         directory = self.latest()
         if directory is None:
             return None
         if not (directory / STATE).is_file():
             raise SeqsmithError(f"checkpoint {directory} has no {STATE}; delete {self.root} to start afresh")
-        load_weights(model, directory / WEIGHTS)
         try:
             state: dict[str, Any] = torch.load(directory / STATE, weights_only=True)
         except Exception as error:
             raise SeqsmithError(
                 f"training state {directory / STATE} is corrupt ({error}); delete {self.root} to start afresh"
             ) from None
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        optimizers = state.get("optimizers") or {MAIN: state["optimizer"]}  # written before named units
+        if set(optimizers) != set(units):
+            raise SeqsmithError(
+                f"checkpoint {directory} holds the units {sorted(optimizers)}, this training has "
+                f"{sorted(units)}: it was written with another train.objective; choose another "
+                "train.model_dir or delete its checkpoints/"
+            )
+        for name, unit in units.items():
+            load_weights(unit.module, directory / _weights_name(name))
+            unit.optimizer.load_state_dict(optimizers[name])
+        objective.load_state_dict(state.get("objective", {}))
+        _set_rng_states(state["rng"])
         return Progress(**state["progress"])
+
+
+def _weights_name(unit: str) -> str:
+    return WEIGHTS if unit == MAIN else f"{unit}.safetensors"
+
+
+def _rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: Any) -> None:
+    if isinstance(states, torch.Tensor):  # checkpoints written before named units: the CPU generator only
+        states = {"cpu": states}
+    torch.set_rng_state(states["cpu"])
+    cuda = states.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def average_checkpoints(paths: list[Path]) -> dict[str, torch.Tensor]:

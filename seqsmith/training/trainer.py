@@ -1,7 +1,16 @@
-"""The training loop: MLE with label smoothing, validation, early stopping, checkpoints and exact resume.
+"""The training loop: budgets, logging, validation, checkpoints, exact resume and torch.distributed, for any
+objective. The loop knows units and counts (``seqsmith.training.objective``), never a loss formula or a
+model class.
 
 Exact resume rests on three things: batches are a pure function of (seed, epoch), the learning rate is a
-pure function of the step, and each checkpoint stores the optimizer, the torch RNG and the data position.
+pure function of the step, and each checkpoint stores every unit's optimizer, the RNG of every device, the
+objective's state and the data position. A training that reached its budget stays finished: running the
+same command again trains nothing.
+
+Across processes, each takes every world-th batch; an update's micro-batches skip DDP's all-reduce but for
+the last (``no_sync``) and the loss is divided by the count of all processes together, so N processes make
+the update one process makes from N times the batch. One collective per update carries both that count
+and rank 0's decision to stop (rank 0 alone validates, saves and keeps the clock).
 """
 
 from __future__ import annotations
@@ -16,29 +25,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from seqsmith.allocator import keep_freed_memory
-from seqsmith.config import Config, GenerateConfig, TransformerConfig, save_config
-from seqsmith.data.batching import TokenBatchSampler, collate
+from seqsmith.config import Config, save_config
+from seqsmith.data.batching import Batch, TokenBatchSampler, collate
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
-from seqsmith.evaluation.metrics import corpus_scores, reference_sets
 from seqsmith.fileio import atomic_path
-from seqsmith.generation.generator import decode_split
 from seqsmith.models.build import describe
-from seqsmith.models.hf import HFSeq2Seq, save_architecture
-from seqsmith.models.hf_export import init_encoder_from_hf
+from seqsmith.models.initialize import initial_model
 from seqsmith.models.interface import Seq2SeqModel
-from seqsmith.models.model_dir import CONFIG, TOKENIZER, WEIGHTS, build_from_config, read_config, save_weights
-from seqsmith.models.transformer import TransformerModel
+from seqsmith.models.model_dir import CONFIG, TOKENIZER, WEIGHTS, read_config, save_weights
 from seqsmith.training.checkpoint import CheckpointDir, Progress
-from seqsmith.training.losses import cross_entropy, weight_penalty
+from seqsmith.training.objective import MAIN, Unit, Units, build_objective, no_sync
 from seqsmith.training.optim import build_optimizer, learning_rate, set_learning_rate
+from seqsmith.training.validation import improved, validate
 
 LOG = "train_log.jsonl"
 
@@ -61,24 +68,21 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-@torch.no_grad()
-def split_loss(model: Seq2SeqModel, split: BinarizedSplit, batch_tokens: int) -> float:
-    """Mean negative log-likelihood per target token (EOS included) of a binarized split."""
-    device = next(model.parameters()).device
-    sampler = TokenBatchSampler(split.source_lengths, split.target_lengths, batch_tokens, shuffle=False)
-    nll, tokens = 0.0, 0
-    for indices in sampler.batches(0):
-        batch = collate(split, indices, model.pad_id, model.bos_id, model.eos_id).to(device)
-        parts = cross_entropy(
-            model(batch.src, batch.src_mask, batch.tgt_in), batch.tgt_out, model.pad_id, 0.0
-        )
-        nll += float(parts.nll)
-        tokens += parts.tokens
-    return nll / max(tokens, 1)
+class _Window:
+    """Figures of the updates since the last log row."""
 
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.updates, self.tokens, self.start = 0, 0, time.monotonic()
 
-def perplexity_of(loss: float) -> float:
-    return math.exp(min(loss, 50.0))
+    def add(self, figures: dict[str, float], tokens: int) -> None:
+        for key, value in figures.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.updates += 1
+        self.tokens += tokens
+
+    def means(self) -> dict[str, float]:
+        return {key: value / self.updates for key, value in self.sums.items()}
 
 
 class Trainer:
@@ -119,8 +123,9 @@ class Trainer:
             rank=self.rank,
             world_size=self.world,
         )
-        self.higher_is_better = self.cfg.early_stopping_metric == "bleu"
-        self.checkpoints = CheckpointDir(self.model_dir, self.cfg.keep_best, self.higher_is_better)
+        self.objective = build_objective(self.cfg)
+        self.checkpoints = CheckpointDir(self.model_dir, self.cfg.keep_best, self.cfg.higher_is_better)
+        self._epoch: tuple[int, list[np.ndarray]] = (-1, [])
         self._log_file: Any = None
 
     # ----------------------------------------------------------------- set-up
@@ -140,17 +145,25 @@ class Trainer:
         if not (self.model_dir / TOKENIZER).is_dir():
             shutil.copytree(self.data_dir / TOKENIZER, self.model_dir / TOKENIZER)
 
-    def initial_model(self) -> Seq2SeqModel:
-        """The model before training: fresh, pretrained, or with a pretrained encoder (a resumed run then
-        loads its checkpoint over it)."""
-        model = build_from_config(self.config, self.tokenizers)
-        if isinstance(model, HFSeq2Seq) and self.rank == 0:
-            save_architecture(model, self.model_dir)
-        source = getattr(self.config.model, "init_encoder_from", None)
-        if source is not None:
-            assert isinstance(model, TransformerModel) and isinstance(self.config.model, TransformerConfig)
-            init_encoder_from_hf(model, source, self.config.model.init_encoder_embeddings)
-        return model
+    def _units(self, model: Seq2SeqModel) -> Units:
+        """The main model and the objective's other modules, each with an optimizer (and DDP around it)."""
+        units: Units = {}
+        for name, module in {MAIN: model, **self.objective.extra_units(model)}.items():
+            module.to(self.device)
+            wrapped = DistributedDataParallel(module) if self.world > 1 else module
+            units[name] = Unit(module, build_optimizer(module.parameters(), self.cfg), wrapped)
+        return units
+
+    def _resume_in_this_world(self, progress: Progress) -> None:
+        """A checkpoint of another number of processes: their epoch was cut into batches for that number,
+        so the epoch goes on at the same count of batches (exact at an epoch boundary)."""
+        if progress.world != self.world and self.rank == 0:
+            tqdm.write(
+                f"seqsmith: the checkpoint was written by {progress.world} processes, {self.world} resume "
+                f"it; epoch {progress.epoch} continues after its first {progress.batch} batches"
+            )
+        progress.batch -= progress.batch % self.world
+        progress.world = self.world
 
     def _open_log(self, resume_step: int) -> None:
         """Keep the log rows up to the resumed step, so a resumed run's log equals an uninterrupted one's."""
@@ -189,50 +202,53 @@ class Trainer:
         known = [c for c in candidates if c]
         return min(known) if known else None
 
-    # ----------------------------------------------------------------- validation
-    @torch.no_grad()
-    def validate(self, model: Seq2SeqModel) -> dict[str, float]:
-        assert self.dev_split is not None
-        model.eval()
-        loss = split_loss(model, self.dev_split, self.cfg.batch_tokens)
-        result = {"loss": loss, "ppl": perplexity_of(loss)}
-        if self.cfg.validation_bleu:
-            greedy = GenerateConfig(method="greedy", batch_tokens=self.config.generate.batch_tokens)
-            hypotheses = decode_split(model, self.dev_split, self.tokenizers, greedy)
-            references = [json.loads(line)["references"] for line in self._dev_rows()]
-            evaluate = self.config.evaluate
-            scores = corpus_scores(
-                [h[0] for h in hypotheses],
-                reference_sets(references),
-                ["bleu"],
-                evaluate.bleu_tokenize,
-                evaluate.lowercase,
-            )
-            result["bleu"] = scores["bleu"]["score"]
-        model.train()
-        return result
+    # ----------------------------------------------------------------- data position
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """This process's batches of ``epoch`` (computed once an epoch)."""
+        if self._epoch[0] != epoch:
+            batches = self.sampler.batches(epoch)
+            if not batches:
+                raise SeqsmithError(
+                    f"the training split in {self.data_dir} gives no batch to process {self.rank} of "
+                    f"{self.world}; train on more examples or with fewer processes"
+                )
+            self._epoch = (epoch, batches)
+        return self._epoch[1]
 
-    def _dev_rows(self) -> list[str]:
-        return (self.data_dir / "dev.jsonl").read_text(encoding="utf-8").splitlines()
+    def _group(self, progress: Progress, model: Seq2SeqModel) -> list[Batch]:
+        """The micro-batches of the next update, on the CPU."""
+        start = progress.batch // self.world
+        picked = self._epoch_batches(progress.epoch)[start : start + self.cfg.accumulate]
+        specials = model.pad_id, model.bos_id, model.eos_id
+        return [collate(self.train_split, indices, *specials) for indices in picked]
 
-    def _metric(self, validation: dict[str, float]) -> float:
-        return validation[self.cfg.early_stopping_metric if self.cfg.validation_bleu else "loss"]
+    def _advance(self, progress: Progress, batches: int) -> None:
+        progress.step += 1
+        progress.batch += batches * self.world
+        if progress.batch // self.world >= len(self._epoch_batches(progress.epoch)):
+            progress.epoch += 1
+            progress.batch = 0
 
     # ----------------------------------------------------------------- the loop
     def train(self) -> TrainResult:
         torch.manual_seed(self.cfg.seed)
         self._prepare_model_dir()
-        model = self.initial_model().to(self.device)
-        optimizer = build_optimizer(model.parameters(), self.cfg)
-        progress = self.checkpoints.restore(model, optimizer) or Progress()
+        fresh = self.checkpoints.latest() is None
+        model, notes = initial_model(
+            self.config, self.tokenizers, None if self.rank else self.model_dir, fresh
+        )
+        units = self._units(model)
+        progress = self.checkpoints.restore(units, self.objective) or Progress(world=self.world)
+        self._resume_in_this_world(progress)
         if self.rank == 0:
             start = f"resuming at step {progress.step}" if progress.step else "starting"
             tqdm.write(f"seqsmith: {describe(model)}; {start}; model directory {self.model_dir}")
+            for note in notes:
+                tqdm.write(f"seqsmith: initialized {note}")
         self._open_log(progress.step)
-        wrapped = DistributedDataParallel(model) if self.world > 1 else model
-        model.train()
+        for unit in units.values():
+            unit.module.train()
         total_steps = self._total_steps()
-        d_model = getattr(self.config.model, "d_model", 512)
         started = time.monotonic() - progress.elapsed
         bar = tqdm(
             total=total_steps,
@@ -241,53 +257,33 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
-        window_tokens, window_start, window_loss, window_count = 0, time.monotonic(), 0.0, 0
+        window = _Window()
         last_validation: dict[str, float] | None = None
-        stop_reason = ""
+        stop_reason = self._budget_reason(progress, started)  # a finished training stays finished
         try:
-            while not stop_reason:
-                batches = self.sampler.batches(progress.epoch)
-                while progress.batch < len(batches) and not stop_reason:
-                    group = batches[progress.batch : progress.batch + self.cfg.accumulate]
-                    lr = learning_rate(self.cfg, progress.step + 1, total_steps, d_model, progress.lr_factor)
-                    set_learning_rate(optimizer, lr)
-                    loss_per_token, tokens = self._step(wrapped, model, optimizer, group, progress.step + 1)
-                    progress.step += 1
-                    progress.batch += len(group)
-                    window_tokens += tokens
-                    window_loss += loss_per_token
-                    window_count += 1
-                    bar.update(1)
-                    if progress.step % self.cfg.log_every == 0 or progress.step == 1:
-                        now = time.monotonic()
-                        row = {
-                            "kind": "train",
-                            "step": progress.step,
-                            "epoch": progress.epoch,
-                            "elapsed": now - started,
-                            "lr": lr,
-                            "loss": window_loss / window_count,
-                            "tokens_per_s": window_tokens * self.world / max(now - window_start, 1e-9),
-                        }
-                        self._log(row)
-                        bar.set_postfix(
-                            loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{row['tokens_per_s']:.0f}"
-                        )
-                        window_tokens, window_start, window_loss, window_count = 0, now, 0.0, 0
-                    stop_reason = self._budget_reason(progress, started)
-                    validate_now = progress.step % self.cfg.validate_every == 0
-                    if validate_now or stop_reason or progress.step % self.cfg.checkpoint_every == 0:
-                        last_validation, early = self._checkpoint(
-                            model, optimizer, progress, started, validate_now or bool(stop_reason)
-                        )
-                        stop_reason = stop_reason or early
-                    stop_reason = self._agree(stop_reason)
-                if progress.batch >= len(batches):
-                    progress.epoch += 1
-                    progress.batch = 0
-                    if self.cfg.max_epochs and progress.epoch >= self.cfg.max_epochs and not stop_reason:
-                        stop_reason = f"reached train.max_epochs={self.cfg.max_epochs}"
-                        last_validation, _ = self._checkpoint(model, optimizer, progress, started, True)
+            while not (stop_reason and self.world == 1):
+                group = self._group(progress, model)
+                count = sum(self.objective.count(batch) for batch in group)
+                total, stop_reason = self._agree(count, stop_reason)
+                if stop_reason:
+                    break
+                name = self.objective.unit_for(progress.step + 1)
+                lr = learning_rate(self.cfg, progress.step + 1, total_steps, model.width, progress.lr_factor)
+                set_learning_rate(units[name].optimizer, lr)
+                figures = self._update(units, name, group, count, total, progress.step + 1)
+                self._advance(progress, len(group))
+                window.add(figures, sum(batch.num_target_tokens for batch in group))
+                bar.update(1)
+                if progress.step % self.cfg.log_every == 0 or progress.step == 1:
+                    self._log_window(window, progress, started, lr, bar)
+                    window = _Window()
+                stop_reason = self._budget_reason(progress, started)
+                validate_now = progress.step % self.cfg.validate_every == 0
+                if validate_now or stop_reason or progress.step % self.cfg.checkpoint_every == 0:
+                    last_validation, early = self._checkpoint(
+                        units, progress, started, validate_now or bool(stop_reason)
+                    )
+                    stop_reason = stop_reason or early
         except KeyboardInterrupt:
             stop_reason = "interrupted; the last checkpoint is kept, run the same command to resume"
         finally:
@@ -307,73 +303,102 @@ class Trainer:
             last_validation,
         )
 
-    def _step(
-        self,
-        wrapped: torch.nn.Module,
-        model: Seq2SeqModel,
-        optimizer: torch.optim.Optimizer,
-        group: list[Any],
-        step: int,
-    ) -> tuple[float, int]:
-        specials = model.pad_id, model.bos_id, model.eos_id
-        batches = [collate(self.train_split, indices, *specials).to(self.device) for indices in group]
-        tokens = sum(b.num_target_tokens for b in batches)
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for batch in batches:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-                scores = wrapped(batch.src, batch.src_mask, batch.tgt_in)
-            parts = cross_entropy(scores, batch.tgt_out, model.pad_id, self.cfg.label_smoothing)
-            auxiliary = model.auxiliary_loss()
-            loss = (parts.loss if auxiliary is None else parts.loss + auxiliary) / tokens
-            penalty = weight_penalty(model, self.cfg.l1, self.cfg.l2)
-            if penalty is not None:
-                loss = loss + penalty / len(batches)
-            if not torch.isfinite(loss):
-                raise SeqsmithError(
-                    f"the training loss became {float(loss.detach())} at step {step}; lower train.lr, raise "
-                    "train.warmup_steps, set train.clip_grad_norm, or turn off train.bf16"
-                )
-            loss.backward()
-            total += float(parts.nll) / tokens
+    def _update(
+        self, units: Units, name: str, group: list[Batch], count: int, total: int, step: int
+    ) -> dict[str, float]:
+        """One optimizer step of unit ``name``; returns the figures per counted item of this process."""
+        unit = units[name]
+        for each in units.values():
+            each.optimizer.zero_grad(set_to_none=True)
+        losses, sums = [], {}
+        for index, batch in enumerate(group):
+            with no_sync(unit, index == len(group) - 1):
+                result = self.objective.loss(units, batch.to(self.device))
+                loss = result.value * self.world / total
+                penalty = self.objective.regularizer(unit)
+                if penalty is not None:
+                    loss = loss + penalty / len(group)
+                loss.backward()
+            losses.append(loss.detach().double())
+            for key, value in result.figures.items():
+                sums[key] = sums[key] + value.detach().double() if key in sums else value.detach().double()
+        values = torch.stack([sum(losses), *sums.values()]).tolist()  # the update's one device-to-host copy
+        if not math.isfinite(values[0]):
+            raise SeqsmithError(
+                f"the training loss became {values[0]} at step {step}; lower train.lr, raise "
+                "train.warmup_steps, set train.clip_grad_norm, or turn off train.bf16"
+            )
         if self.cfg.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.clip_grad_norm)
-        optimizer.step()
-        return total, tokens
+            torch.nn.utils.clip_grad_norm_(unit.module.parameters(), self.cfg.clip_grad_norm)
+        unit.optimizer.step()
+        return {key: value / count for key, value in zip(sums, values[1:], strict=True)}
 
-    def _agree(self, reason: str) -> str:
-        """Every process stops at the same step: rank 0 decides, as it alone validates and keeps the clock."""
+    def _log_window(
+        self, window: _Window, progress: Progress, started: float, lr: float, bar: tqdm[Any]
+    ) -> None:
+        now = time.monotonic()
+        figures = window.means()
+        row = {
+            "kind": "train",
+            "step": progress.step,
+            "epoch": progress.epoch,
+            "elapsed": now - started,
+            "lr": lr,
+            **figures,
+            "tokens_per_s": window.tokens * self.world / max(now - window.start, 1e-9),
+        }
+        self._log(row)
+        shown = {key: f"{value:.3f}" for key, value in list(figures.items())[:2]}
+        bar.set_postfix(**shown, lr=f"{lr:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
+
+    def _agree(self, count: int, reason: str) -> tuple[int, str]:
+        """The update's count over all processes, and whether all stop: rank 0 decides, as it alone
+        validates and keeps the clock. One all-reduce carries both."""
         if self.world == 1:
-            return reason
-        flag = torch.tensor([1 if reason else 0], device=self.device)
-        dist.broadcast(flag, src=0)
+            return count, reason
+        numbers = torch.tensor([count, int(bool(reason) and self.rank == 0)], device=self.device)
+        dist.all_reduce(numbers)
+        total, stop = (int(n) for n in numbers.tolist())
         if self.rank == 0:
-            return reason
-        return "stopped together with rank 0" if int(flag) else ""
+            return total, reason if stop else ""
+        return total, "stopped together with rank 0" if stop else ""
 
     def _budget_reason(self, progress: Progress, started: float) -> str:
-        if self.cfg.max_steps and progress.step >= self.cfg.max_steps:
-            return f"reached train.max_steps={self.cfg.max_steps}"
-        if self.cfg.max_minutes and time.monotonic() - started >= self.cfg.max_minutes * 60:
-            return f"reached train.max_minutes={self.cfg.max_minutes}"
+        cfg = self.cfg
+        if cfg.max_steps and progress.step >= cfg.max_steps:
+            return f"reached train.max_steps={cfg.max_steps}"
+        if cfg.max_epochs and progress.epoch >= cfg.max_epochs:
+            return f"reached train.max_epochs={cfg.max_epochs}"
+        if cfg.max_minutes and time.monotonic() - started >= cfg.max_minutes * 60:
+            return f"reached train.max_minutes={cfg.max_minutes}"
+        return self._early_stop_reason(progress)
+
+    def _early_stop_reason(self, progress: Progress) -> str:
+        cfg = self.cfg
+        if cfg.patience and progress.bad_validations >= cfg.patience:
+            return f"early stopping: no dev {cfg.early_stopping_metric} gain in {cfg.patience} validations"
         return ""
 
+    def _dev_references(self) -> list[list[str]]:
+        lines = (self.data_dir / "dev.jsonl").read_text(encoding="utf-8").splitlines()
+        return [json.loads(line)["references"] for line in lines]
+
     def _checkpoint(
-        self,
-        model: Seq2SeqModel,
-        optimizer: torch.optim.Optimizer,
-        progress: Progress,
-        started: float,
-        validate: bool,
+        self, units: Units, progress: Progress, started: float, validate_now: bool
     ) -> tuple[dict[str, float] | None, str]:
         """Validate (when asked and a dev set exists), save, and say whether to stop early."""
         if self.rank:
             return None, ""
-        validation = self.validate(model) if validate and self.dev_split is not None else None
+        model = units[MAIN].module
+        assert isinstance(model, Seq2SeqModel)
+        validation = None
+        if validate_now and self.dev_split is not None:
+            validation = validate(model, self.dev_split, self.tokenizers, self._dev_references(), self.config)
         early = ""
         metric = None
         if validation is not None:
-            metric = self._metric(validation)
+            name = self.cfg.early_stopping_metric
+            metric = validation[name]
             self._log(
                 {"kind": "valid", "step": progress.step, "elapsed": time.monotonic() - started, **validation}
             )
@@ -381,10 +406,7 @@ class Trainer:
                 f"seqsmith: step {progress.step} dev "
                 + ", ".join(f"{k} {v:.3f}" for k, v in validation.items())
             )
-            improved = progress.best_metric is None or (
-                metric > progress.best_metric if self.higher_is_better else metric < progress.best_metric
-            )
-            if improved:
+            if improved(metric, progress.best_metric, name):
                 progress.best_metric, progress.bad_validations = metric, 0
                 save_weights(model, self.model_dir / WEIGHTS)
             else:
@@ -394,15 +416,9 @@ class Trainer:
                     and progress.bad_validations % (self.cfg.plateau_patience + 1) == 0
                 ):
                     progress.lr_factor *= self.cfg.plateau_factor
-                if self.cfg.patience and progress.bad_validations >= self.cfg.patience:
-                    metric_name = self.cfg.early_stopping_metric
-                    early = f"early stopping: no dev {metric_name} gain in {self.cfg.patience} validations"
+                early = self._early_stop_reason(progress)
         elif self.dev_split is None or not (self.model_dir / WEIGHTS).is_file():
             save_weights(model, self.model_dir / WEIGHTS)
         progress.elapsed = time.monotonic() - started
-        self.checkpoints.save(model, optimizer, progress, metric)
+        self.checkpoints.save(units, self.objective, progress, metric)
         return validation, early
-
-
-def train(config: Config, show_progress: bool = True) -> TrainResult:
-    return Trainer(config, show_progress).train()
