@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,3 +84,41 @@ def tiny_config(tmp_path: Path, arch: str = "transformer", **sections: dict[str,
     for name, values in sections.items():
         raw[name] = {**raw.get(name, {}), **values}
     return config_from_dict(raw, "tiny test config")
+
+
+def train_log(model_dir: Path, kind: str = "train") -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
+    return [row for row in rows if row["kind"] == kind]
+
+
+def losses(model_dir: Path) -> dict[int, float]:
+    return {row["step"]: row["loss"] for row in train_log(model_dir) if "loss" in row}
+
+
+RUNNER = """
+import sys
+sys.path.insert(0, sys.argv[2])
+{prelude}
+from seqsmith import api
+api.train(api.load_config(sys.argv[1]), show_progress=False)
+"""
+
+
+def run_training(config_path: Path, kill_after_checkpoint: bool, prelude: str = "") -> None:
+    """Train in a child process; optionally SIGKILL it right after its first checkpoint appears.
+    ``prelude`` runs first (with tests/ on the path), e.g. an import that registers an objective."""
+    code = RUNNER.format(prelude=prelude)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(config_path), str(Path(__file__).parent)],
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    index = config_path.parent / "model" / "checkpoints" / "index.json"
+    if kill_after_checkpoint:
+        deadline = time.monotonic() + 120
+        while not index.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert child.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    else:
+        assert child.wait(timeout=300) == 0

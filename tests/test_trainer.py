@@ -2,16 +2,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import losses, run_training, tiny_config
 from safetensors.torch import load_file
 
 from seqsmith import api
@@ -19,11 +17,6 @@ from seqsmith.config import save_config
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.model_dir import load_model_dir
 from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
-
-
-def losses(model_dir: Path) -> dict[int, float]:
-    rows = [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
-    return {row["step"]: row["loss"] for row in rows if row["kind"] == "train"}
 
 
 def test_training_writes_a_complete_model_directory(tmp_path: Path) -> None:
@@ -67,30 +60,6 @@ def test_rnn_trains_and_generates_with_every_search(tmp_path: Path, model: dict[
     for options in searches:
         outputs = generator.generate(["alpha beta", "gamma delta eps"], **options)
         assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
-
-
-RUNNER = """
-import sys
-from seqsmith import api
-api.train(api.load_config(sys.argv[1]), show_progress=False)
-"""
-
-
-def run_training(config_path: Path, kill_after_checkpoint: bool) -> None:
-    """Train in a child process; optionally SIGKILL it right after its first checkpoint appears."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(config_path)], env={**os.environ, "PYTHONHASHSEED": "0"}
-    )
-    index = config_path.parent / "model" / "checkpoints" / "index.json"
-    if kill_after_checkpoint:
-        deadline = time.monotonic() + 120
-        while not index.exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        assert child.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    else:
-        assert child.wait(timeout=300) == 0
 
 
 def test_sigkill_and_resume_gives_the_same_losses(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from seqsmith.training.objective import MAIN, Loss, Objective, Units, model_of
 class MLE(Objective):
     config_class = MLEObjectiveConfig
 
-    def loss(self, units: Units, batch: Batch) -> Loss:
+    def loss(self, units: Units, batch: Batch, trained: str) -> Loss:
         model = model_of(units)
         scores = self.scores(units[MAIN], batch)
         parts = cross_entropy(scores, batch.tgt_out, model.pad_id, self.train.label_smoothing)

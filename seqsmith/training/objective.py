@@ -76,12 +76,14 @@ class Objective(ABC):
         """The unit update ``step`` (1-based) trains; the others only feed it."""
         return MAIN
 
-    def count(self, batch: Batch) -> int:
-        """What a batch's summed loss is normalized by; computed before the forward pass."""
+    def count(self, batch: Batch, trained: str) -> int:
+        """What a batch's summed loss is normalized by when unit ``trained`` is updated; computed before the
+        forward pass."""
         return batch.num_target_tokens
 
     @abstractmethod
-    def loss(self, units: Units, batch: Batch) -> Loss: ...
+    def loss(self, units: Units, batch: Batch, trained: str) -> Loss:
+        """The batch's loss for an update of unit ``trained``."""
 
     def regularizer(self, unit: Unit) -> Tensor | None:
         """Added once per update, unnormalized: train.l1 / train.l2 on the trained unit's weight matrices."""

@@ -69,20 +69,21 @@ def _distributed() -> tuple[int, int]:
 
 
 class _Window:
-    """Figures of the updates since the last log row."""
+    """Figures of the updates since the last log row (an objective may give different ones per unit)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
-        self.updates, self.tokens, self.start = 0, 0, time.monotonic()
+        self.counts: dict[str, int] = {}
+        self.tokens, self.start = 0, time.monotonic()
 
     def add(self, figures: dict[str, float], tokens: int) -> None:
         for key, value in figures.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
-        self.updates += 1
+            self.counts[key] = self.counts.get(key, 0) + 1
         self.tokens += tokens
 
     def means(self) -> dict[str, float]:
-        return {key: value / self.updates for key, value in self.sums.items()}
+        return {key: value / self.counts[key] for key, value in self.sums.items()}
 
 
 class Trainer:
@@ -263,11 +264,11 @@ class Trainer:
         try:
             while not (stop_reason and self.world == 1):
                 group = self._group(progress, model)
-                count = sum(self.objective.count(batch) for batch in group)
+                name = self.objective.unit_for(progress.step + 1)
+                count = sum(self.objective.count(batch, name) for batch in group)
                 total, stop_reason = self._agree(count, stop_reason)
                 if stop_reason:
                     break
-                name = self.objective.unit_for(progress.step + 1)
                 lr = learning_rate(self.cfg, progress.step + 1, total_steps, model.width, progress.lr_factor)
                 set_learning_rate(units[name].optimizer, lr)
                 figures = self._update(units, name, group, count, total, progress.step + 1)
@@ -313,7 +314,7 @@ class Trainer:
         losses, sums = [], {}
         for index, batch in enumerate(group):
             with no_sync(unit, index == len(group) - 1):
-                result = self.objective.loss(units, batch.to(self.device))
+                result = self.objective.loss(units, batch.to(self.device), name)
                 loss = result.value * self.world / total
                 penalty = self.objective.regularizer(unit)
                 if penalty is not None:
