@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import losses, run_training, tiny_config
+from conftest import losses, run_training, tiny_config, train_log
 from safetensors.torch import load_file
 
 from seqsmith import api
-from seqsmith.config import save_config
+from seqsmith.config import Config, save_config
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.model_dir import load_model_dir
 from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
@@ -126,32 +126,87 @@ def test_averaging_is_the_elementwise_mean(tmp_path: Path) -> None:
 
 DISTRIBUTED_RUNNER = """
 import os, sys
-os.environ.update(RANK=sys.argv[2], WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[3])
+os.environ.update(RANK=sys.argv[2], WORLD_SIZE=sys.argv[3], MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[4])
 from seqsmith import api
-result = api.train(api.load_config(sys.argv[1]), show_progress=False)
+result = api.train(api.load_config(sys.argv[1], sys.argv[5:]), show_progress=False)
 print("STEPS", result.steps, result.stop_reason)
 """
 
 
-def test_two_processes_train_one_model_with_torch_distributed(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, train={"max_steps": 30, "validate_every": 15, "max_minutes": 5})
-    api.prepare(config, show_progress=False)
-    config_path = tmp_path / "config.json"
-    save_config(config, config_path)
-    port = str(29500 + os.getpid() % 1000)
+def train_processes(config_path: Path, world: int, overrides: list[str]) -> list[str]:
+    """Train with ``world`` processes over gloo; returns each one's output."""
+    port = str(29500 + (os.getpid() * 7 + world) % 2000)
+    command = [sys.executable, "-c", DISTRIBUTED_RUNNER, str(config_path)]
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", DISTRIBUTED_RUNNER, str(config_path), str(rank), port],
-            stdout=subprocess.PIPE,
-            text=True,
+            [*command, str(rank), str(world), port, *overrides], stdout=subprocess.PIPE, text=True
         )
-        for rank in (0, 1)
+        for rank in range(world)
     ]
     outputs = [child.communicate(timeout=300)[0] for child in children]
-    assert [child.returncode for child in children] == [0, 0]
-    assert all("STEPS 30" in out for out in outputs), outputs
-    model_dir = Path(config.train.model_dir)
-    rows = [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows if r["kind"] == "valid"] == [15, 30]  # rank 0 alone validates and logs
-    assert losses(model_dir)[30] < losses(model_dir)[1]
+    assert [child.returncode for child in children] == [0] * world, outputs
+    return outputs
+
+
+def distributed_config(tmp_path: Path, accumulate: int) -> Config:
+    """14 batches an epoch (even, so 1 and 2 processes cut the same batches), no dropout (each process
+    draws its own masks) and SGD, so the runs can be compared number for number: Adam divides by the root
+    of the squared gradients, which turns the rounding noise of a gradient near zero into steps of lr."""
+    config = tiny_config(
+        tmp_path,
+        model={"dropout": 0.0},
+        train={
+            "optimizer": "sgd",
+            "lr": 0.5,
+            "batch_tokens": 160,
+            "accumulate": accumulate,
+            "max_steps": 20,
+            "max_epochs": 100,
+            "validate_every": 10,
+            "checkpoint_every": 10,
+        },
+    )
+    api.prepare(config, show_progress=False)
+    save_config(config, tmp_path / "config.json")
+    return config
+
+
+def final_weights(config: Config) -> dict[str, torch.Tensor]:
+    checkpoints = CheckpointDir(Path(config.train.model_dir), 0, True)
+    latest = checkpoints.latest()
+    assert latest is not None
+    return load_file(str(latest / "model.safetensors"))
+
+
+def assert_same_weights(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == expected.keys()
+    worst = max(float((got[k] - expected[k]).abs().max()) for k in got)
+    assert worst < 1e-6, worst
+
+
+def test_two_processes_update_like_one_with_both_batches(tmp_path: Path) -> None:
+    """2 processes x 2 micro-batches (no all-reduce but at the last, no_sync) = 1 process x 4."""
+    single = distributed_config(tmp_path / "one", accumulate=4)
+    api.train(single, show_progress=False)
+    pair = distributed_config(tmp_path / "two", accumulate=2)
+    outputs = train_processes(tmp_path / "two" / "config.json", 2, [])
+    assert all("STEPS 20" in out for out in outputs), outputs
+    model_dir = Path(pair.train.model_dir)
+    assert [row["step"] for row in train_log(model_dir, "valid")] == [10, 20]  # rank 0 alone validates
+    assert losses(model_dir)[20] < losses(model_dir)[1]
+    assert_same_weights(final_weights(pair), final_weights(single))
     load_model_dir(model_dir)
+
+
+def test_a_checkpoint_moves_between_one_and_two_processes(tmp_path: Path) -> None:
+    """2 processes for 6 updates, 1 process to 13, 2 again to 20 (each stop falls inside an epoch):
+    the weights equal those of one process all the way."""
+    single = distributed_config(tmp_path / "one", accumulate=4)
+    api.train(single, show_progress=False)
+    moved = distributed_config(tmp_path / "moved", accumulate=2)
+    path = tmp_path / "moved" / "config.json"
+    train_processes(path, 2, ["train.max_steps=6"])
+    train_processes(path, 1, ["train.max_steps=13", "train.accumulate=4"])
+    outputs = train_processes(path, 2, [])
+    assert "written by 1 processes, 2 resume it" in outputs[0]
+    assert_same_weights(final_weights(moved), final_weights(single))
