@@ -210,3 +210,45 @@ def test_a_checkpoint_moves_between_one_and_two_processes(tmp_path: Path) -> Non
     outputs = train_processes(path, 2, [])
     assert "written by 1 processes, 2 resume it" in outputs[0]
     assert_same_weights(final_weights(moved), final_weights(single))
+
+
+def test_validation_picks_the_best_checkpoint_by_any_metric(tmp_path: Path) -> None:
+    config = tiny_config(
+        tmp_path,
+        train={
+            "max_steps": 40,
+            "validate_every": 10,
+            "keep_best": 2,
+            "validation_bleu": False,
+            "early_stopping_metric": "ter",
+        },
+    )
+    api.train(config, show_progress=False)
+    model_dir = Path(config.train.model_dir)
+    valid = train_log(model_dir, "valid")
+    assert all("ter" in row and "bleu" not in row for row in valid)
+    by_step = {row["step"]: row["ter"] for row in valid}
+    best = json.loads((model_dir / "checkpoints" / "index.json").read_text())["best"]
+    assert [entry["metric"] for entry in best] == sorted(by_step.values())[:2]  # TER: lower is better
+    assert [entry["metric"] for entry in best] == [by_step[entry["step"]] for entry in best]
+    with pytest.raises(SeqsmithError, match="needs validation_bleu"):
+        tiny_config(tmp_path, train={"validation_bleu": False})
+
+
+def test_a_finished_training_stays_finished(tmp_path: Path) -> None:
+    """Running the same command again after the budget or early stopping trains nothing."""
+    config = tiny_config(tmp_path, train={"max_steps": 20, "validate_every": 10})
+    api.train(config, show_progress=False)
+    log = (Path(config.train.model_dir) / "train_log.jsonl").read_text()
+    again = api.train(config, show_progress=False)
+    assert again.steps == 20 and "max_steps" in again.stop_reason
+    assert (Path(config.train.model_dir) / "train_log.jsonl").read_text() == log
+
+    frozen = tiny_config(
+        tmp_path / "frozen",
+        train={"max_steps": 100, "validate_every": 10, "patience": 2, "lr": 1e-12, "warmup_steps": 0},
+    )
+    first = api.train(frozen, show_progress=False)
+    assert first.steps == 30 and "early stopping" in first.stop_reason  # BLEU never rises: 2 bad ones
+    second = api.train(frozen, show_progress=False)
+    assert second.steps == 30 and "early stopping" in second.stop_reason

@@ -72,14 +72,17 @@ def decode_tensors(
     if draws > 1:
         memory, limits = memory.repeat_rows(draws), limits.select(source_rows)
     rows, steps = source_rows.numel(), limits.longest + 1
+    dtype = torch.promote_types(memory.states.dtype, torch.float32)
     ids = torch.full((rows, steps), model.pad_id, dtype=torch.long, device=src.device)
-    log_probs = torch.zeros(rows, steps, device=src.device)
+    log_probs = torch.zeros(rows, steps, dtype=dtype, device=src.device)
     lengths = torch.full((rows,), steps, dtype=torch.long, device=src.device)
     ended = torch.zeros(rows, dtype=torch.bool, device=src.device)
     prev, state = torch.full((rows,), model.bos_id, dtype=torch.long, device=src.device), None
     for step in range(steps):
         step_log_probs, state = model.decode_step(prev, memory, state)
-        scores = constrain(step_log_probs.float(), step, limits, ids[:, :step], model, config.no_repeat_ngram)
+        scores = constrain(
+            step_log_probs.to(dtype), step, limits, ids[:, :step], model, config.no_repeat_ngram
+        )
         tokens = scores.argmax(dim=1) if greedy else draw(scores, config, generator)
         ids[:, step] = tokens.masked_fill(ended, model.pad_id)
         log_probs[:, step] = scores.gather(1, tokens.unsqueeze(1)).squeeze(1).masked_fill(ended, 0.0)

@@ -1,0 +1,79 @@
+"""Imports go down the floors: data <- models <- generation <- training <- api <- serving <- cli.
+
+Every ``import`` in the package, module-level or inside a function, is read from the source; a room may
+import its own modules and rooms on lower floors only (evaluation sits beside data: metrics need neither
+models nor search, and both training and the API read them).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "seqsmith"
+FLOORS = {
+    "base": 0,  # config, errors, fileio, specials, allocator
+    "data": 1,
+    "evaluation": 1,
+    "models": 2,
+    "generation": 3,
+    "training": 4,
+    "api": 5,  # api.py, demo.py
+    "serving": 6,
+    "cli": 7,  # the outermost face: `seqsmith serve` starts the server
+}
+BASE = {"config", "errors", "fileio", "specials", "allocator", "__init__"}
+
+
+def room(parts: list[str]) -> str:
+    """The room of module ``seqsmith.<parts>``."""
+    head = parts[0] if parts else "__init__"
+    if head in BASE:
+        return "base"
+    return "api" if head == "demo" else head
+
+
+def imports(path: Path) -> list[tuple[int, list[str]]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "seqsmith":
+            parts = node.module.split(".")[1:]
+            if not parts:  # from seqsmith import api
+                found.extend((node.lineno, [alias.name]) for alias in node.names)
+            else:
+                found.append((node.lineno, parts))
+        elif isinstance(node, ast.Import):
+            found.extend(
+                (node.lineno, alias.name.split(".")[1:])
+                for alias in node.names
+                if alias.name.split(".")[0] == "seqsmith"
+            )
+    return found
+
+
+def test_no_import_runs_up_a_floor() -> None:
+    wrong = []
+    modules = sorted(PACKAGE.rglob("*.py"))
+    assert len(modules) > 30
+    for path in modules:
+        here = room(list(path.relative_to(PACKAGE).with_suffix("").parts))
+        for line, parts in imports(path):
+            there = room(parts)
+            if there != here and FLOORS[there] >= FLOORS[here]:
+                wrong.append(
+                    f"{path.relative_to(PACKAGE)}:{line} ({here}) imports seqsmith.{'.'.join(parts)}"
+                )
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_trainer_knows_no_objective_arithmetic_and_no_model_class() -> None:
+    source = (PACKAGE / "training" / "trainer.py").read_text(encoding="utf-8")
+    for name in (
+        "cross_entropy",
+        "label_smoothing",
+        "auxiliary_loss",
+        "TransformerModel",
+        "HFSeq2Seq",
+        "hf_export",
+    ):
+        assert name not in source, name
