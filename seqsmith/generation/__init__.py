@@ -1,4 +1,5 @@
-"""Search algorithms written once against the model interface: greedy, beam, diverse beam, sampling."""
+"""Search algorithms written once against the model interface: greedy, beam, diverse beam, sampling;
+``sequences`` decodes and scores as tensors for training objectives."""
 
 from seqsmith.generation.ensemble import EnsembleModel
 from seqsmith.generation.hypothesis import Hypothesis

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from seqsmith.config import ObjectiveConfig, TrainConfig
 from seqsmith.data.batching import Batch
@@ -135,6 +136,6 @@ def build_objective(train: TrainConfig) -> Objective:
 
 def no_sync(unit: Unit, sync: bool) -> contextlib.AbstractContextManager[Any]:
     """Skip DistributedDataParallel's gradient all-reduce for a micro-batch that is not an update's last."""
-    if sync or not hasattr(unit.wrapped, "no_sync"):
+    if sync or not isinstance(unit.wrapped, DistributedDataParallel):
         return contextlib.nullcontext()
-    return cast(contextlib.AbstractContextManager[Any], unit.wrapped.no_sync())
+    return unit.wrapped.no_sync()

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -311,7 +312,8 @@ class Trainer:
         unit = units[name]
         for each in units.values():
             each.optimizer.zero_grad(set_to_none=True)
-        losses, sums = [], {}
+        losses: list[Tensor] = []
+        sums: dict[str, Tensor] = {}
         for index, batch in enumerate(group):
             with no_sync(unit, index == len(group) - 1):
                 result = self.objective.loss(units, batch.to(self.device), name)
@@ -323,7 +325,7 @@ class Trainer:
             losses.append(loss.detach().double())
             for key, value in result.figures.items():
                 sums[key] = sums[key] + value.detach().double() if key in sums else value.detach().double()
-        values = torch.stack([sum(losses), *sums.values()]).tolist()  # the update's one device-to-host copy
+        values = torch.stack([torch.stack(losses).sum(), *sums.values()]).tolist()  # one device-to-host copy
         if not math.isfinite(values[0]):
             raise SeqsmithError(
                 f"the training loss became {values[0]} at step {step}; lower train.lr, raise "
