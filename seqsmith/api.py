@@ -9,6 +9,7 @@ api.load("runs/multi30k_en_de/model").generate(["A man rides a bike."], beam=5)
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,14 @@ from seqsmith.evaluation.metrics import (
     write_outputs,
 )
 from seqsmith.evaluation.report import write_report
-from seqsmith.fileio import atomic_write_text
+from seqsmith.fileio import atomic_write_text, text_lines
 from seqsmith.generation.generator import Generator
-from seqsmith.models.model_dir import WEIGHTS, load_model_dir, save_weights
+from seqsmith.models.model_dir import WEIGHTS, check_prepared_data, load_model_dir, save_weights
 from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
 from seqsmith.training.trainer import Trainer, TrainResult
 from seqsmith.training.validation import perplexity_of, split_loss
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Generator",
@@ -72,7 +75,7 @@ def _split_rows(generator: Generator, split: str) -> list[dict[str, Any]]:
         raise SeqsmithError(
             f"no prepared {split} set at {path}: set data.{split} in the config and run seqsmith prepare"
         )
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8"))]
 
 
 def evaluate_model(
@@ -90,6 +93,7 @@ def evaluate_model(
     settings = generator.full_config.evaluate
     split = split or settings.split
     rows = _split_rows(generator, split)
+    check_prepared_data(generator.full_config, Path(model_dir))
     hypotheses = generator.generate([row["source"] for row in rows])
     references = reference_sets([row["references"] for row in rows])
     names = metrics or settings.metrics
@@ -135,10 +139,16 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
     split = settings.split
     scores_path = model_dir / "eval" / split / "scores.json"
     scores = json.loads(scores_path.read_text(encoding="utf-8")) if scores_path.is_file() else None
+    missing = []
+    if scores is None:
+        missing.append(
+            f"No {split} scores: {scores_path} is missing; run `seqsmith evaluate {model_dir}` first."
+        )
     try:
         rows = _split_rows(generator, split)[: examples if examples is not None else settings.examples]
-    except SeqsmithError:
+    except SeqsmithError as error:
         rows = []
+        missing.append(f"No examples: {error} (paths are relative to {Path.cwd()}).")
     model = generator.model
     outputs = generator.generate_full([row["source"] for row in rows]) if rows else []
     shown = []
@@ -159,7 +169,9 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
                 "target_tokens": [*(generator.tokenizers.target.decode([t]) for t in best.tokens), "</s>"],
             }
         )
-    return write_report(model_dir, scores, shown)
+    for note in missing:
+        logger.warning("seqsmith: report: %s", note)
+    return write_report(model_dir, scores, shown, missing=missing)
 
 
 def run(config: Config, show_progress: bool = True) -> dict[str, Any]:

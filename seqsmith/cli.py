@@ -8,11 +8,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from seqsmith import api
 from seqsmith.config import parse_override
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import atomic_write_text, check_writable, explain_os_error, iter_lines, read_lines
 
 
 def _options(items: Sequence[str]) -> dict[str, Any]:
@@ -29,12 +30,10 @@ def _print_json(value: Any) -> None:
 
 
 def _read_inputs(source: str | None) -> Iterable[str]:
+    """One input a line, split on newline only so that output lines match input lines."""
     if source and source != "-":
-        path = Path(source)
-        if not path.is_file():
-            raise SeqsmithError(f"input file {path} not found")
-        return path.read_text(encoding="utf-8").splitlines()
-    return sys.stdin.read().splitlines()
+        return read_lines(Path(source), "input file")
+    return [text for _, text in iter_lines(sys.stdin.buffer, "standard input")]
 
 
 def _interactive(generator: api.Generator, options: dict[str, Any]) -> None:
@@ -57,23 +56,23 @@ def cmd_generate(args: argparse.Namespace) -> None:
         _interactive(generator, options)
         return
     texts = list(_read_inputs(args.input))
+    if args.output:
+        check_writable(Path(args.output))
     results = generator.generate_full(texts, **options)
-    out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
-    try:
-        for nbest in results:
-            if args.jsonl:
-                rows = [
-                    {"text": o.text, "score": o.score, "token_log_probs": o.token_log_probs} for o in nbest
-                ]
-                if args.attention:
-                    for row, output in zip(rows, nbest):
-                        row["attention"] = output.attention
-                out.write(json.dumps(rows if len(rows) > 1 else rows[0], ensure_ascii=False) + "\n")
-            else:
-                out.write("".join(o.text + "\n" for o in nbest))
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    lines = []
+    for nbest in results:
+        if args.jsonl:
+            rows = [{"text": o.text, "score": o.score, "token_log_probs": o.token_log_probs} for o in nbest]
+            if args.attention:
+                for row, output in zip(rows, nbest):
+                    row["attention"] = output.attention
+            lines.append(json.dumps(rows if len(rows) > 1 else rows[0], ensure_ascii=False) + "\n")
+        else:
+            lines.append("".join(o.text + "\n" for o in nbest))
+    if args.output:
+        atomic_write_text(Path(args.output), "".join(lines))  # a full disk leaves the old file whole
+    else:
+        sys.stdout.write("".join(lines))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -178,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except SeqsmithError as error:
         print(f"seqsmith: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"seqsmith: error: {explain_os_error(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("seqsmith: interrupted", file=sys.stderr)

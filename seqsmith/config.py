@@ -26,7 +26,7 @@ from seqsmith.errors import SeqsmithError
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TokenizerConfig(Section):
@@ -249,8 +249,8 @@ class TrainConfig(Section):
 
 class GenerateConfig(Section):
     method: Literal["greedy", "beam", "sample", "diverse_beam"] = "beam"
-    beam_size: int = Field(5, ge=1)
-    nbest: int = Field(1, ge=1)
+    beam_size: int = Field(5, ge=1, le=1024)  # search memory grows with beam x vocabulary: 1024 bounds it
+    nbest: int = Field(1, ge=1, le=1024)
     # true: a sentence stops once beam_size hypotheses have ended (fairseq; transformers early_stopping=True);
     # false: only when no open beam can still beat them (exact within the beam; early_stopping="never")
     early_stopping: bool = True
@@ -306,6 +306,12 @@ class Config(Section):
     def _cross_section(self) -> Config:
         if getattr(self.model, "share_embeddings", False) and not self.data.tokenizer.joint:
             raise ValueError("model.share_embeddings needs data.tokenizer.joint: true")
+        data, model = Path(self.data.output_dir).resolve(), Path(self.train.model_dir).resolve()
+        if model == data or data in model.parents:
+            raise ValueError(
+                f"train.model_dir {self.train.model_dir} lies inside data.output_dir {self.data.output_dir}, "
+                "which `seqsmith prepare` replaces whole: give them separate directories"
+            )
         return self
 
 

@@ -27,11 +27,11 @@ from seqsmith.evaluation.metrics import (
     evaluate_files,
     format_markdown,
     perplexity,
-    read_lines,
     self_bleu,
     sentence_scores,
     write_outputs,
 )
+from seqsmith.fileio import read_lines
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EN_HYP = FIXTURES / "en.hyp"
@@ -240,7 +240,7 @@ def test_read_lines_errors_and_line_splitting(tmp_path: Path) -> None:
         evaluate_files(tmp_path / "missing.txt", EN_REFS[:1], ["bleu"])
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"good\nstill good\ncaf\xe9\n")
-    with pytest.raises(SeqsmithError, match=r"bad\.txt line 3 is not valid UTF-8"):
+    with pytest.raises(SeqsmithError, match=r"bad\.txt:3: not valid UTF-8"):
         read_lines(bad)
     odd = tmp_path / "odd.txt"
     odd.write_bytes("one\u2028same line\r\ntwo\n\nfour".encode())

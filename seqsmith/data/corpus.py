@@ -16,6 +16,7 @@ from typing import Literal
 
 from seqsmith.config import DataConfig
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import iter_lines
 
 Split = Literal["train", "dev", "test"]
 END_OF_UTTERANCE = "__eou__"
@@ -44,20 +45,9 @@ class ReadCounts:
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text) pairs; bytes are split on ``\\n`` only, so U+2028 and lone ``\\r`` stay text."""
+    """(line number, text) pairs of a corpus file, streamed (``seqsmith.fileio.iter_lines``)."""
     with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                bad = raw[error.start : error.start + 4]
-                raise SeqsmithError(
-                    f"{path}:{number}: not valid UTF-8 (byte {error.start} of the line, {bad!r}); "
-                    "re-encode the file as UTF-8, e.g. `iconv -f <its encoding> -t utf-8`"
-                ) from None
-            yield number, text.removesuffix("\n").removesuffix("\r")
+        yield from iter_lines(handle, str(path))
 
 
 def read_parallel(source_path: Path, target_path: Path) -> Iterator[Example]:

@@ -31,7 +31,7 @@ import sentencepiece as spm
 
 from seqsmith.config import TokenizerConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_write_bytes, atomic_write_text
+from seqsmith.fileio import atomic_write_bytes, atomic_write_text, text_lines
 from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, SEP, SPECIALS, UNK_ID
 
 _DROPPED = frozenset({PAD_ID, BOS_ID, EOS_ID})
@@ -224,7 +224,7 @@ class SymbolTokenizer(Tokenizer):
     @classmethod
     def load(cls, path: Path, lowercase: bool) -> SymbolTokenizer:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = text_lines(path.read_text(encoding="utf-8"))
             symbols = [json.loads(line) for line in lines]
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise SeqsmithError(
@@ -336,6 +336,11 @@ class Tokenizers:
             if i not in _DROPPED
         ]
         return tokenizer.join(symbols)
+
+    def vocabulary(self) -> tuple[str, bool, bool, list[str], list[str]]:
+        """What ids mean: the kind, joint and lowercase settings and every piece of both sides."""
+        sides = [[side.piece(i) for i in range(side.vocab_size)] for side in (self.source, self.target)]
+        return self.source.kind, self.joint, self.source.lowercase, sides[0], sides[1]
 
     def finish_source(self, ids: list[int]) -> list[int]:
         """The encoder input around source tokens: here they end with EOS."""

@@ -24,7 +24,7 @@ from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.metrics.helpers import extract_all_word_ngrams
 
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_write_text
+from seqsmith.fileio import atomic_write_text, read_lines
 
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 CORPUS_METRICS = (
@@ -64,27 +64,6 @@ class CJKTokenizer(tokenizers.Tokenizer):
 
     def tokenize(self, text: str) -> list[str]:
         return _WORD.findall(_CJK.sub(r" \1 ", text.lower()))
-
-
-def read_lines(path: Path, role: str = "file") -> list[str]:
-    """Lines of a UTF-8 text file without line ends; splits on newline only, as sacrebleu does."""
-    path = Path(path)
-    if not path.is_file():
-        where = "is a directory, not a file" if path.is_dir() else "not found"
-        raise SeqsmithError(f"{role} {path} {where} (working directory: {Path.cwd()})")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise SeqsmithError(
-            f"{role} {path} line {line} is not valid UTF-8 ({error.reason} at byte {error.start}); "
-            "re-encode the file as UTF-8, e.g. iconv -f <encoding> -t utf-8"
-        ) from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
 
 
 def check_metrics(metrics: Sequence[str], valid: Sequence[str] = CORPUS_METRICS) -> list[str]:

@@ -215,8 +215,11 @@ def write_report(
     scores: dict[str, Any] | None,
     examples: Sequence[dict[str, Any]],
     out: Path | None = None,
+    missing: Sequence[str] = (),
 ) -> Path:
     """Write ``index.html`` and its pictures into ``out`` (default ``model_dir/report``); returns the page.
+
+    ``missing`` says what the page lacks and how to get it (shown at its top).
 
     ``examples`` are dicts with source, reference (a string or a list), hypothesis and optionally attention
     ((target, source) or (heads, target, source) weights) with source_tokens and target_tokens.
@@ -233,6 +236,7 @@ def write_report(
     curves = _curves_html(model_dir, report_dir)
     shown = "".join(_example_html(i, example, report_dir) for i, example in enumerate(examples, 1))
     shown = shown or '<p class="note">No examples given.</p>'
+    notes = "".join(f'<p class="note">{_e(note)}</p>' for note in missing)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = f"""<!DOCTYPE html>
 <html lang="en">
@@ -249,6 +253,7 @@ def write_report(
 <nav><a href="#scores">Scores</a><a href="#training">Training</a><a href="#examples">Examples</a><a
 href="#config">Configuration</a></nav>
 </div></header>
+{notes}
 <main class="wrap">
 <section id="scores"><h2>Scores</h2>{_scores_html(scores)}</section>
 <section id="training"><h2>Training</h2>{curves}</section>

@@ -64,6 +64,10 @@ class EnsembleModel(Seq2SeqModel):
     def output_size(self) -> int:
         return self._models()[0].output_size
 
+    @property
+    def max_output_length(self) -> int:
+        return min(model.max_output_length for model in self._models())
+
     def encode(self, src: Tensor, src_mask: Tensor) -> EnsembleMemory:
         memories = [model.encode(src, src_mask) for model in self._models()]
         return EnsembleMemory(states=memories[0].states, mask=memories[0].mask, members=memories)

@@ -61,6 +61,11 @@ def search_all(
     for indices in length_batches([len(s) for s in sources], config.batch_tokens // max(config.beam_size, 1)):
         src, mask = pad([sources[i] for i in indices], model.pad_id)
         for index, hypotheses in zip(indices, generate_ids(model, src.to(device), mask.to(device), config)):
+            if not hypotheses:
+                raise SeqsmithError(
+                    f"input {int(index) + 1}: search found no output with a finite score (weights that hold "
+                    "NaN or inf, or options such as generate.min_length that rule every output out)"
+                )
             results[int(index)] = hypotheses
     return results
 

@@ -39,13 +39,17 @@ class LengthLimits:
     def from_source(
         cls, src: Tensor, src_mask: Tensor, config: GenerateConfig, model: Seq2SeqModel
     ) -> LengthLimits:
-        """Source length = real tokens other than BOS/EOS; max length = a * that + b (never below min)."""
+        """Source length = real tokens other than BOS/EOS; max length = a * that + b (never below min), and
+        never past ``model.max_output_length``: the one bound on search memory, whatever the options."""
         real = src_mask & (src != model.eos_id) & (src != model.bos_id)
-        src_len = real.sum(1)
+        src_len = real.sum(1).clamp(max=model.max_output_length)
         if config.fixed_length:
             return cls(src_len, src_len.clone())
-        max_len = (config.max_length_a * src_len.double()).floor().long() + config.max_length_b
-        min_len = torch.full_like(src_len, config.min_length)
+        max_len = (config.max_length_a * src_len.double()).floor().clamp(max=model.max_output_length).long()
+        min_len = torch.full_like(src_len, min(config.min_length, model.max_output_length))
+        max_len = (max_len + min(config.max_length_b, model.max_output_length)).clamp(
+            max=model.max_output_length
+        )
         return cls(min_len, torch.maximum(max_len, min_len))
 
     def select(self, rows: Tensor) -> LengthLimits:

@@ -126,6 +126,11 @@ class HFSeq2Seq(Seq2SeqModel):
     def width(self) -> int:
         return int(getattr(self.hf.config, "d_model", 512))
 
+    @property
+    def max_output_length(self) -> int:
+        positions = getattr(self.hf.config, "max_position_embeddings", None)  # T5 has none: relative
+        return super().max_output_length if positions is None else int(positions) - 1
+
     def save_architecture(self, directory: Path) -> None:
         save_architecture(self, directory)
 

@@ -109,6 +109,12 @@ class Seq2SeqModel(nn.Module, ABC):
         """Size of the distribution decode_step returns (may exceed the vocabulary for copy models)."""
 
     @property
+    def max_output_length(self) -> int:
+        """The most tokens search may emit before EOS: it bounds every search buffer, whatever the options
+        ask. Models with a position table override it with their table's size."""
+        return 1024
+
+    @property
     def width(self) -> int:
         """The model dimension the noam schedule scales by (Transformers: d_model)."""
         return 512

@@ -78,6 +78,33 @@ def read_config(directory: Path) -> Config:
     return config_from_dict(raw, str(path))
 
 
+def check_prepared_data(config: Config, model_dir: Path) -> None:
+    """The one check that prepared data and a model directory agree: the ids in ``data.output_dir`` must
+    mean the tokens the model reads (its tokenizer, its copy slots), or training and scoring go on silently
+    with ids that mean other tokens."""
+    data_dir = Path(config.data.output_dir)
+    if not (data_dir / "report.json").is_file():
+        raise SeqsmithError(f"no prepared data in {data_dir}; run `seqsmith prepare CONFIG` first")
+    report = json.loads((data_dir / "report.json").read_text(encoding="utf-8"))
+    prepared, wanted = report.get("oov_slots", 0), getattr(config.model, "oov_slots", 0)
+    if prepared != wanted:
+        raise SeqsmithError(
+            f"{data_dir} was prepared with model.oov_slots={prepared}, the config asks for {wanted}; run "
+            "`seqsmith prepare CONFIG` again"
+        )
+    if not (model_dir / TOKENIZER).is_dir():
+        return
+    if (
+        Tokenizers.load(data_dir / TOKENIZER).vocabulary()
+        != Tokenizers.load(model_dir / TOKENIZER).vocabulary()
+    ):
+        raise SeqsmithError(
+            f"{data_dir} was prepared with another vocabulary than the model in {model_dir} reads, so its "
+            "ids mean other tokens; prepare the data with the config the model was trained with, or train "
+            "into a new train.model_dir"
+        )
+
+
 def build_from_config(config: Config, tokenizers: Tokenizers, model_dir: Path | None = None) -> Seq2SeqModel:
     """The model a config describes. A pretrained model comes with its weights from ``model.path``, or,
     given a ``model_dir`` that holds its architecture, uninitialized (for ``load_weights``)."""

@@ -362,6 +362,10 @@ class TransformerModel(Seq2SeqModel):
     def width(self) -> int:
         return self.config.d_model
 
+    @property
+    def max_output_length(self) -> int:
+        return self.config.max_positions - 1  # the step that emits EOS reads position max_positions - 1
+
     def load_pretrained_parts(self) -> list[str]:
         source = self.config.init_encoder_from
         if source is None:

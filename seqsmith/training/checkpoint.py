@@ -1,6 +1,9 @@
 """Training checkpoints: every save is a new directory made atomically, then a pointer file names it.
 
 A SIGKILL at any moment leaves the pointer on the previous complete checkpoint or on the new complete one.
+A damaged pointer file is rebuilt from the checkpoint directories, a damaged checkpoint gives way to the
+newest intact one, and temporary directories a kill left behind are removed at the next save.
+
 A checkpoint holds every unit of the training: ``model.safetensors`` for the main model (what averaging
 reads) and ``<unit>.safetensors`` for the others, and ``training_state.pt`` with each unit's optimizer,
 the RNG of every device in use, the objective's own state and the data position. That file holds only
@@ -10,6 +13,7 @@ tensors and plain values and is read with ``weights_only=True``.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +27,7 @@ from seqsmith.models.model_dir import WEIGHTS, load_weights, read_weights, save_
 from seqsmith.training.objective import MAIN, Objective, Units
 
 STATE = "training_state.pt"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -62,8 +67,22 @@ class CheckpointDir:
         path = self.root / "index.json"
         if not path.is_file():
             return Index()
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return Index(raw.get("latest"), [Entry(**e) for e in raw.get("best", [])])
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return Index(raw.get("latest"), [Entry(**e) for e in raw.get("best", [])])
+        except (ValueError, TypeError, AttributeError) as error:
+            logger.warning(
+                "%s is damaged (%s); going on from the newest checkpoint directory, the list of best "
+                "checkpoints starts anew",
+                path,
+                error,
+            )
+            steps = self._step_directories()
+            return Index(steps[0].name if steps else None)
+
+    def _step_directories(self) -> list[Path]:
+        """Complete checkpoint directories, newest first."""
+        return sorted((d for d in self.root.glob("step-*") if (d / STATE).is_file()), reverse=True)
 
     def _write_index(self, index: Index) -> None:
         atomic_write_text(self.root / "index.json", json.dumps(asdict(index), indent=2) + "\n")
@@ -79,8 +98,8 @@ class CheckpointDir:
         """Save a checkpoint; return True when it is a new best (by ``metric``, if given)."""
         name = f"step-{progress.step:08d}"
         target = self.root / name
-        if target.exists():
-            shutil.rmtree(target)  # a leftover of an earlier run that stopped before naming it latest
+        for leftover in [*self.root.glob(".step-*.tmp"), *([target] if target.exists() else [])]:
+            shutil.rmtree(leftover)  # left by a run killed while saving, or before naming it latest
         with atomic_directory(target) as temporary:
             for unit_name, unit in units.items():
                 save_weights(unit.module, temporary / _weights_name(unit_name))
@@ -111,18 +130,28 @@ class CheckpointDir:
         return is_best
 
     def restore(self, units: Units, objective: Objective) -> Progress | None:
-        """Load the latest checkpoint into every unit and the objective; None when there is none."""
-        directory = self.latest()
-        if directory is None:
+        """Load the latest intact checkpoint into every unit and the objective; None when there is none."""
+        latest = self.latest()
+        if latest is None:
             return None
+        candidates = [latest, *(d for d in self._step_directories() if d != latest)]
+        for directory in candidates:
+            try:
+                return self._load(directory, units, objective)
+            except _Damaged as error:
+                logger.warning("%s; trying the checkpoint before it", error)
+        raise SeqsmithError(
+            f"no intact checkpoint in {self.root} (tried {', '.join(d.name for d in candidates)}); "
+            "delete that directory to train afresh"
+        )
+
+    def _load(self, directory: Path, units: Units, objective: Objective) -> Progress:
         if not (directory / STATE).is_file():
-            raise SeqsmithError(f"checkpoint {directory} has no {STATE}; delete {self.root} to start afresh")
+            raise _Damaged(f"checkpoint {directory} has no {STATE}")
         try:
             state: dict[str, Any] = torch.load(directory / STATE, weights_only=True)
         except Exception as error:
-            raise SeqsmithError(
-                f"training state {directory / STATE} is corrupt ({error}); delete {self.root} to start afresh"
-            ) from None
+            raise _Damaged(f"training state {directory / STATE} is corrupt ({str(error)[:200]})") from None
         optimizers = state.get("optimizers") or {MAIN: state["optimizer"]}  # written before named units
         if set(optimizers) != set(units):
             raise SeqsmithError(
@@ -131,11 +160,18 @@ class CheckpointDir:
                 "train.model_dir or delete its checkpoints/"
             )
         for name, unit in units.items():
-            load_weights(unit.module, directory / _weights_name(name))
-            unit.optimizer.load_state_dict(optimizers[name])
+            try:
+                load_weights(unit.module, directory / _weights_name(name))
+                unit.optimizer.load_state_dict(optimizers[name])
+            except (SeqsmithError, ValueError, KeyError, RuntimeError) as error:
+                raise _Damaged(f"checkpoint {directory}: {str(error)[:300]}") from None
         objective.load_state_dict(state.get("objective", {}))
         _set_rng_states(state["rng"])
         return Progress(**state["progress"])
+
+
+class _Damaged(Exception):
+    """A checkpoint that cannot be read; restore falls back to an older one."""
 
 
 def _weights_name(unit: str) -> str:

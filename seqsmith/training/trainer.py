@@ -38,11 +38,18 @@ from seqsmith.data.batching import Batch, TokenBatchSampler, collate
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_path
+from seqsmith.fileio import atomic_path, text_lines
 from seqsmith.models.build import describe
 from seqsmith.models.initialize import initial_model
 from seqsmith.models.interface import Seq2SeqModel
-from seqsmith.models.model_dir import CONFIG, TOKENIZER, WEIGHTS, read_config, save_weights
+from seqsmith.models.model_dir import (
+    CONFIG,
+    TOKENIZER,
+    WEIGHTS,
+    check_prepared_data,
+    read_config,
+    save_weights,
+)
 from seqsmith.training.checkpoint import CheckpointDir, Progress
 from seqsmith.training.objective import MAIN, Unit, Units, build_objective, no_sync
 from seqsmith.training.optim import build_optimizer, learning_rate, set_learning_rate
@@ -102,15 +109,7 @@ class Trainer:
             torch.set_num_threads(self.cfg.threads)
         if self.device.type == "cpu":
             keep_freed_memory()  # +9% tokens/s on the 2-core machine: steps stop page-faulting
-        if not (self.data_dir / "report.json").is_file():
-            raise SeqsmithError(f"no prepared data in {self.data_dir}; run `seqsmith prepare CONFIG` first")
-        report = json.loads((self.data_dir / "report.json").read_text(encoding="utf-8"))
-        prepared, wanted = report.get("oov_slots", 0), getattr(config.model, "oov_slots", 0)
-        if prepared != wanted:
-            raise SeqsmithError(
-                f"{self.data_dir} was prepared with model.oov_slots={prepared}, the config asks for "
-                f"{wanted}; run `seqsmith prepare CONFIG` again"
-            )
+        check_prepared_data(config, self.model_dir)
         self.tokenizers = Tokenizers.load(self.data_dir / TOKENIZER)
         self.train_split = BinarizedSplit(self.data_dir, "train")
         self.dev_split = (
@@ -157,8 +156,9 @@ class Trainer:
         return units
 
     def _resume_in_this_world(self, progress: Progress) -> None:
-        """A checkpoint of another number of processes: their epoch was cut into batches for that number,
-        so the epoch goes on at the same count of batches (exact at an epoch boundary)."""
+        """A checkpoint of another number of processes goes on after the same count of the epoch's batches:
+        exact when both numbers cut the epoch alike (1 and 2 processes on an even count of batches), else
+        a few examples of that epoch are seen twice or not at all."""
         if progress.world != self.world and self.rank == 0:
             tqdm.write(
                 f"seqsmith: the checkpoint was written by {progress.world} processes, {self.world} resume "
@@ -174,7 +174,7 @@ class Trainer:
         path = self.model_dir / LOG
         kept = []
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
+            for line in text_lines(path.read_text(encoding="utf-8")):
                 with contextlib.suppress(json.JSONDecodeError):
                     if json.loads(line)["step"] <= resume_step:
                         kept.append(line + "\n")
@@ -383,7 +383,7 @@ class Trainer:
         return ""
 
     def _dev_references(self) -> list[list[str]]:
-        lines = (self.data_dir / "dev.jsonl").read_text(encoding="utf-8").splitlines()
+        lines = text_lines((self.data_dir / "dev.jsonl").read_text(encoding="utf-8"))
         return [json.loads(line)["references"] for line in lines]
 
     def _checkpoint(
