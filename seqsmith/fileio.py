@@ -29,6 +29,16 @@ def fsync_path(path: Path) -> None:
             os.close(fd)
 
 
+def check_inside(root: Path, path: Path, what: str) -> None:
+    """Refuse a file that resolves outside ``root`` (a symlink out of a model directory): loading a
+    directory must never read what lies elsewhere."""
+    if not Path(path).resolve().is_relative_to(Path(root).resolve()):
+        raise SeqsmithError(
+            f"{what} {path} points outside {root} (to {Path(path).resolve()}); copy the file into the "
+            "directory instead of linking to it"
+        )
+
+
 def check_writable(path: Path) -> None:
     """Fail now, before the work, if ``path`` could not be written later (its directory is created)."""
     probe = temporary_name(Path(path))

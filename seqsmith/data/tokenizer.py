@@ -31,7 +31,7 @@ import sentencepiece as spm
 
 from seqsmith.config import TokenizerConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_write_bytes, atomic_write_text, text_lines
+from seqsmith.fileio import atomic_write_bytes, atomic_write_text, check_inside, text_lines
 from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, SEP, SPECIALS, UNK_ID
 
 _DROPPED = frozenset({PAD_ID, BOS_ID, EOS_ID})
@@ -386,6 +386,8 @@ class Tokenizers:
             joint = bool(description["joint"])
             lowercase = bool(description["lowercase"])
             files = [Path(directory) / Path(description[side]).name for side in ("source", "target")]
+            for file in files:
+                check_inside(directory, file, "tokenizer file")
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
             raise SeqsmithError(f"{path} is damaged ({error!r}); re-run `seqsmith prepare`") from None
         if kind == "hf":

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, load_model, save_model
 
 from seqsmith.config import Config, PretrainedConfig, config_from_dict
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_path
+from seqsmith.fileio import atomic_path, check_inside
 from seqsmith.models.build import build_model
 from seqsmith.models.interface import Seq2SeqModel
 
@@ -30,8 +32,16 @@ class LoadedModel:
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Atomically; a failed write (a full disk) is an OSError naming ``path``, as Python's own writes are."""
     with atomic_path(path) as temporary:
-        save_model(model, str(temporary))
+        try:
+            save_model(model, str(temporary))
+        except SafetensorError as error:
+            code = re.search(r"os error (\d+)", str(error))
+            if code is None:
+                raise
+            number = int(code.group(1))
+            raise OSError(number, os.strerror(number), str(path)) from None
 
 
 def _check_file(path: Path) -> None:
@@ -54,9 +64,24 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise _corrupt(path, error) from None
 
 
+def _check_dtypes(model: torch.nn.Module, path: Path) -> None:
+    """Floating-point tensors for floating-point parameters (read from the header alone): integer or
+    boolean data under a weight's name is not weights of this model, however it would convert."""
+    expected = {name: tensor.is_floating_point() for name, tensor in model.state_dict().items()}
+    with safe_open(str(path), framework="pt") as handle:
+        for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+            dtype = handle.get_slice(name).get_dtype()
+            if expected.get(name) and not (dtype.startswith("F") or dtype == "BF16"):
+                raise SeqsmithError(
+                    f"weights file {path} holds {name} as {dtype}, but it is a floating-point parameter; "
+                    "the file does not hold this model's weights"
+                )
+
+
 def load_weights(model: torch.nn.Module, path: Path) -> None:
     _check_file(path)
     try:
+        _check_dtypes(model, path)
         load_model(model, str(path))
     except (SafetensorError, OSError) as error:
         raise _corrupt(path, error) from None
@@ -123,6 +148,8 @@ def load_model_dir(directory: str | Path, weights: str | Path | None = None) -> 
     directory = Path(directory)
     if not directory.is_dir():
         raise SeqsmithError(f"model directory {directory} not found")
+    for name in (CONFIG, TOKENIZER, *([] if weights else [WEIGHTS])):
+        check_inside(directory, directory / name, "model file")
     config = read_config(directory)
     tokenizers = Tokenizers.load(directory / TOKENIZER)
     model = build_from_config(config, tokenizers, directory)

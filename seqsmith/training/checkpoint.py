@@ -12,6 +12,7 @@ tensors and plain values and is read with ``weights_only=True``.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -103,6 +104,9 @@ class CheckpointDir:
         with atomic_directory(target) as temporary:
             for unit_name, unit in units.items():
                 save_weights(unit.module, temporary / _weights_name(unit_name))
+            state = (
+                io.BytesIO()
+            )  # torch.save reports a full disk as a RuntimeError; a plain write, as OSError
             torch.save(
                 {
                     "progress": asdict(progress),
@@ -110,8 +114,9 @@ class CheckpointDir:
                     "rng": _rng_states(),
                     "objective": objective.state_dict(),
                 },
-                temporary / STATE,
+                state,
             )
+            (temporary / STATE).write_bytes(state.getvalue())
         index = self._read_index()
         index.latest = name
         is_best = False
