@@ -8,6 +8,7 @@ applied to the raw YAML before validation, so they are checked exactly like the 
 from __future__ import annotations
 
 import json
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -23,6 +24,10 @@ from pydantic import (
 )
 
 from seqsmith.errors import SeqsmithError
+
+_SHORT = reprlib.Repr()  # a wrong value as errors show it: short, however large the value
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxlevel = 80, 80, 4, 1
+_SHOWN = 12  # problems listed in one error
 
 
 class Section(BaseModel):
@@ -320,7 +325,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise SeqsmithError(f"override {text!r} must look like section.key=value, e.g. train.lr=3e-4")
-    return key.split("."), yaml.safe_load(value) if value else None
+    try:
+        return key.split("."), yaml.safe_load(value) if value else None
+    except (yaml.YAMLError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error).splitlines()[0]
+        raise SeqsmithError(f"override {key}: its value is not valid YAML ({reason})") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -338,14 +347,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def _describe(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
-    for item in error.errors():
+    problems = error.errors()
+    for item in problems[:_SHOWN]:
         key = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-after"))
         value = item.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        shown = "" if isinstance(value, dict) else f" (got {_SHORT.repr(value)})"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key; check the spelling against configs/reference.yaml"
         lines.append(f"  {key or '<top>'}: {message}{shown}")
+    if len(problems) > _SHOWN:
+        lines.append(f"  ... and {len(problems) - _SHOWN} more")
     return "\n".join(lines)
 
 
@@ -364,6 +376,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise SeqsmithError(f"config file {path} is not valid YAML: {error}") from None
+    except RecursionError:
+        raise SeqsmithError(
+            f"config file {path} is nested too deeply to read; a config is a few levels deep"
+        ) from None
     if not isinstance(raw, dict):
         raise SeqsmithError(f"config file {path} must hold a mapping with sections data, model, train")
     source = str(path) + (f" with overrides {' '.join(overrides)}" if overrides else "")

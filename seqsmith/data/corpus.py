@@ -104,6 +104,10 @@ def read_jsonl(
                 f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno}); "
                 "each line must be one JSON object"
             ) from None
+        except RecursionError:
+            raise SeqsmithError(
+                f"{path}:{number}: JSON nested too deeply to read; each line must be one flat JSON object"
+            ) from None
         if not isinstance(row, dict):
             raise SeqsmithError(f"{path}:{number}: a JSON {type(row).__name__}, expected an object {{...}}")
         if source_field not in row:
