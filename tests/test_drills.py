@@ -7,6 +7,7 @@ same command finishes the work once the disk has room again, with the losses of 
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import losses, tiny_config
+from conftest import losses, tiny_config, write_reverse_corpus
 
 from seqsmith import api
 from seqsmith.config import Config
@@ -146,3 +147,46 @@ def test_sigkill_at_3_random_moments(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_at_20_random_moments(tmp_path: Path) -> None:
     sigkill_drill(tmp_path, 20)
+
+
+def snapshot(directory: Path) -> dict[str, object]:
+    """A prepared directory's files, its report without what differs between runs (time, place)."""
+    files: dict[str, object] = {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+    report = json.loads(files.pop("report.json"))  # type: ignore[arg-type]
+    files["report.json"] = {k: v for k, v in report.items() if k not in ("seconds", "output_dir")}
+    return files
+
+
+def test_sigkill_during_prepare_leaves_the_old_data_or_the_new(tmp_path: Path) -> None:
+    """Kill prepare at 3 random moments while it writes (a corpus of 60k pairs takes a few seconds): the
+    earlier prepared data stays whole each time, and the next run writes exactly what an uninterrupted one
+    writes."""
+    paths = write_reverse_corpus(tmp_path / "big", {"train": 60_000, "dev": 200, "test": 200}, seed=3)
+    data = {split: str(path) for split, path in paths.items()}
+    reference = tiny_config(tmp_path / "reference", data=data)
+    api.prepare(reference, show_progress=False)
+    expected = snapshot(Path(reference.data.output_dir))
+    config = tiny_config(tmp_path / "run", data=data)
+    path = write_config(config, tmp_path / "config.yaml")
+    output = Path(config.data.output_dir)
+    small = tiny_config(tmp_path / "run")  # the same output directory, prepared first from a small corpus
+    api.prepare(small, show_progress=False)
+    old = snapshot(output)
+    rng = random.Random(1)
+    partial = output.with_name(output.name + ".partial")
+    killed_while_writing = 0
+    command = [sys.executable, "-m", "seqsmith.cli", "prepare", str(path)]
+    for _ in range(3):
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while child.poll() is None and not partial.exists():
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.0))
+        killed_while_writing += child.poll() is None
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert snapshot(output) in (old, expected)
+    assert killed_while_writing, "every prepare finished before its kill: the drill needs a larger corpus"
+    assert cli("prepare", str(path)).returncode == 0
+    assert snapshot(output) == expected
