@@ -151,6 +151,7 @@ def test_unset_split_is_an_error(tmp_path: Path) -> None:
         list(read_split(config(train=str(tmp_path / "t")), "test"))
 
 
+@pytest.mark.may_skip
 @pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data (real data sets, not in a fresh clone)")
 def test_real_data_counts() -> None:
     dialogsum = config(

@@ -299,7 +299,8 @@ def test_aliases_and_tokenizer_check() -> None:
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 
 
-@pytest.mark.skipif(not (SHARED / "dialogsum").is_dir(), reason="shared DialogSum data not present")
+@pytest.mark.may_skip
+@pytest.mark.skipif(not (SHARED / "dialogsum").is_dir(), reason="needs ../shared/data/dialogsum")
 def test_dialogsum_three_references_against_reference_tools(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (SHARED / "dialogsum" / "test.jsonl").open(encoding="utf-8")][:150]
     hyps = [row["summary1"] for row in rows]  # one annotator scored against the other two, and the dialogue

@@ -39,17 +39,40 @@ def test_plateau_factor_scales_constant_rate() -> None:
     assert learning_rate(c, 50, None, 256, factor=0.25) == pytest.approx(2.5e-4)
 
 
-@pytest.mark.parametrize(
-    ("name", "kind"),
-    [
-        ("adam", torch.optim.Adam),
-        ("adamw", torch.optim.AdamW),
-        ("rmsprop", torch.optim.RMSprop),
-        ("sgd", torch.optim.SGD),
-    ],
-)
-def test_optimizers(name: str, kind: type) -> None:
-    layer = torch.nn.Linear(3, 2)
-    optimizer = build_optimizer(layer.parameters(), cfg(optimizer=name, weight_decay=0.01))
-    assert isinstance(optimizer, kind)
-    assert optimizer.param_groups[0]["weight_decay"] == 0.01
+def by_hand(name: str, start: list[float], grads: list[list[float]]) -> list[float]:
+    """The update rules written out in float64: lr 0.1, betas (0.8, 0.9), momentum 0.5, weight decay 0.01
+    (decoupled for AdamW, added to the gradient for the others), eps 1e-8, RMSprop's alpha 0.99."""
+    lr, b1, b2, momentum, decay, eps = 0.1, 0.8, 0.9, 0.5, 0.01, 1e-8
+    out = []
+    for i, p in enumerate(start):
+        m = v = buffer = 0.0
+        for t, step_grads in enumerate(grads, start=1):
+            g = step_grads[i]
+            if name == "adamw":
+                p *= 1 - lr * decay
+            else:
+                g += decay * p
+            if name in ("adam", "adamw"):
+                m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+                p -= lr * (m / (1 - b1**t)) / (math.sqrt(v / (1 - b2**t)) + eps)
+            elif name == "rmsprop":
+                v = 0.99 * v + 0.01 * g * g
+                buffer = momentum * buffer + g / (math.sqrt(v) + eps)
+                p -= lr * buffer
+            else:
+                buffer = g if t == 1 else momentum * buffer + g
+                p -= lr * buffer
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "rmsprop", "sgd"])
+def test_optimizers_step_by_their_rules_with_the_configured_settings(name: str) -> None:
+    start, grads = [0.5, -1.0, 2.0], [[0.3, -0.2, 1.0], [-0.1, 0.4, 0.5], [0.2, 0.2, -0.3]]
+    parameter = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
+    settings = {"optimizer": name, "lr": 0.1, "betas": (0.8, 0.9), "momentum": 0.5, "weight_decay": 0.01}
+    optimizer = build_optimizer([parameter], cfg(**settings))
+    for step_grads in grads:
+        parameter.grad = torch.tensor(step_grads, dtype=torch.float64)
+        optimizer.step()
+    assert parameter.tolist() == pytest.approx(by_hand(name, start, grads), rel=1e-9, abs=1e-12)
