@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,19 +48,41 @@ def test_training_writes_a_complete_model_directory(tmp_path: Path) -> None:
     "model", [{}, {"pointer_generator": True, "coverage": True}], ids=["rnn", "pointer-generator-coverage"]
 )
 def test_rnn_trains_and_generates_with_every_search(tmp_path: Path, model: dict[str, Any]) -> None:
-    config = tiny_config(tmp_path, arch="rnn", model=model, train={"max_steps": 20, "validate_every": 20})
+    """After training, every search's outputs carry the scores teacher forcing gives them (``forward``, a
+    path apart from the incremental ``decode_step``), and greedy picks forward's most likely token."""
+    train = {"max_steps": 120, "max_epochs": 100, "validate_every": 60}
+    config = tiny_config(tmp_path, arch="rnn", model=model, train=train)
     result = api.train(config, show_progress=False)
-    assert result.steps == 20
+    assert result.steps == 120
+    assert losses(Path(config.train.model_dir))[120] < 0.7 * losses(Path(config.train.model_dir))[1]
     generator = api.load(config.train.model_dir)
+    network = generator.model
     searches: list[dict[str, Any]] = [
         {"method": "greedy"},
-        {"method": "beam", "beam": 3, "coverage_penalty": 0.2},
-        {"method": "diverse_beam", "beam": 4, "groups": 2},
-        {"method": "sample", "top_p": 0.9, "seed": 3},
+        {"method": "beam", "beam": 3, "nbest": 3, "coverage_penalty": 0.2},
+        {"method": "diverse_beam", "beam": 4, "groups": 2, "nbest": 2},
+        {"method": "sample", "top_p": 0.9, "seed": 3, "nbest": 2},
     ]
+    texts = ["alpha beta", "gamma delta eps"]
     for options in searches:
-        outputs = generator.generate(["alpha beta", "gamma delta eps"], **options)
-        assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)
+        for text, nbest in zip(texts, generator.generate_full(texts, **options), strict=True):
+            src = torch.tensor([generator.encode(text)])
+            for output in nbest:
+                tgt = torch.tensor([[network.bos_id, *output.tokens]])
+                with torch.no_grad():
+                    scores = torch.log_softmax(network(src, src != network.pad_id, tgt), dim=-1)[0]
+                target = [*output.tokens, network.eos_id]
+                forced = [float(scores[t, token]) for t, token in enumerate(target)]
+                assert output.token_log_probs == pytest.approx(forced, abs=1e-4), options
+                if options["method"] == "greedy":  # forward's best token each step (pad and BOS never)
+                    scores[:, [network.pad_id, network.bos_id]] = float("-inf")
+                    picks = scores.argmax(-1).tolist()
+                    limit = math.floor(generator.config.max_length_a * (src.size(1) - 1))
+                    assert picks[:-1] == target[:-1]
+                    assert (
+                        picks[-1] == network.eos_id
+                        or len(output.tokens) == limit + generator.config.max_length_b
+                    )
 
 
 def test_sigkill_and_resume_gives_the_same_losses(tmp_path: Path) -> None:
