@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sentencepiece as spm
 
 from seqsmith.config import Config, config_from_dict
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.prepare import prepare
-from seqsmith.data.tokenizer import Tokenizers, encode_source, encode_target
+from seqsmith.data.tokenizer import Tokenizers, encode_source
 from seqsmith.errors import SeqsmithError
 
 DATA = Path(__file__).parents[2] / "shared" / "data"
@@ -54,14 +55,16 @@ def test_counts_report_and_ids_equal_an_independent_encoding(tmp_path: Path) -> 
     out = tmp_path / "out"
     assert json.loads((out / "report.json").read_text()) == json.loads(report.to_json())
     assert report.output_dir == str(out) and not (tmp_path / "out.partial").exists()
-    tokenizers = Tokenizers.load(out / "tokenizer")
-    assert report.source_vocab_size == tokenizers.source.vocab_size
+    # the ids re-encoded from the vocabulary file alone: a word's id is its line, UNK=1, EOS=3 ends a source
+    symbols = [json.loads(line) for line in (out / "tokenizer" / "joint.vocab").read_text().splitlines()]
+    index = {symbol: i for i, symbol in enumerate(symbols)}
+    assert report.source_vocab_size == len(symbols) and symbols[:4] == ["<pad>", "<unk>", "<s>", "</s>"]
     for name, pairs in [("train", [TRAIN[0], TRAIN[1], TRAIN[4]]), ("dev", DEV)]:
         split = BinarizedSplit(out, name)
         assert len(split) == len(pairs)
         for i, (source, target) in enumerate(pairs):
-            assert split.source(i).tolist() == encode_source(tokenizers, source, 8)
-            assert split.target(i).tolist() == encode_target(tokenizers, target, 8)
+            assert split.source(i).tolist() == [*[index.get(w, 1) for w in source.split()][:8], 3]
+            assert split.target(i).tolist() == [index.get(w, 1) for w in target.split()][:8]
         assert sum(split.source_lengths) == report.splits[name].source_tokens  # type: ignore[index]
     texts = list(BinarizedSplit(out, "dev").texts())
     assert [(t.source, t.references, t.line) for t in texts] == [
@@ -146,6 +149,13 @@ def test_jsonl_with_several_references_and_sentencepiece(tmp_path: Path) -> None
     tokenizers = Tokenizers.load(tmp_path / "out" / "tokenizer")
     split = BinarizedSplit(tmp_path / "out", "train")
     assert tokenizers.source.decode(split.source(7)) == lines[7]["dialogue"]
+    model_file = next((tmp_path / "out" / "tokenizer").glob("*.model"))
+    processor = spm.SentencePieceProcessor(
+        model_file=str(model_file)
+    )  # sentencepiece itself, not our wrapper
+    for i in (0, 7, 199):
+        assert split.source(i).tolist() == [*processor.encode(lines[i]["dialogue"]), 3]
+        assert split.target(i).tolist() == processor.encode(lines[i]["summary"])
 
 
 def test_sampled_copies_spell_the_same_text_in_other_pieces(tmp_path: Path) -> None:
