@@ -275,3 +275,41 @@ def test_a_finished_training_stays_finished(tmp_path: Path) -> None:
     assert first.steps == 30 and "early stopping" in first.stop_reason  # BLEU never rises: 2 bad ones
     second = api.train(frozen, show_progress=False)
     assert second.steps == 30 and "early stopping" in second.stop_reason
+
+
+def test_bf16_autocast_changes_the_numbers_but_not_the_learning(tmp_path: Path) -> None:
+    plain = tiny_config(tmp_path / "fp32", train={"max_steps": 30})
+    api.train(plain, show_progress=False)
+    mixed = tiny_config(tmp_path / "bf16", train={"max_steps": 30, "bf16": True})
+    api.train(mixed, show_progress=False)
+    fp32, bf16 = losses(Path(plain.train.model_dir)), losses(Path(mixed.train.model_dir))
+    assert bf16[1] != fp32[1] and bf16[1] == pytest.approx(fp32[1], rel=2e-2)  # autocast is on, and close
+    assert bf16[30] < 0.8 * bf16[1]
+
+
+def test_plateau_halves_the_rate_after_each_validation_without_gain(tmp_path: Path) -> None:
+    config = tiny_config(
+        tmp_path,
+        train={
+            "max_steps": 40,
+            "validate_every": 10,
+            "schedule": "plateau",
+            "plateau_patience": 0,
+            "plateau_factor": 0.5,
+            "lr": 1e-9,  # BLEU cannot rise: every validation after the first is one without gain
+            "warmup_steps": 0,
+            "min_lr": 0.0,
+        },
+    )
+    api.train(config, show_progress=False)
+    rate = {row["step"]: row["lr"] for row in train_log(Path(config.train.model_dir))}
+    assert [rate[s] / 1e-9 for s in (10, 11, 21, 31)] == pytest.approx([1.0, 1.0, 0.5, 0.25])
+
+
+def test_max_minutes_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, train={"max_steps": 100_000, "max_epochs": 1000, "max_minutes": 0.02})
+    result = api.train(config, show_progress=False)
+    assert "max_minutes" in result.stop_reason and 0 < result.steps < 100_000
+    assert 1.1 < result.minutes * 60 < 30
+    latest = CheckpointDir(Path(config.train.model_dir), 0, True).latest()
+    assert latest is not None and latest.name == f"step-{result.steps:08d}"
