@@ -10,6 +10,7 @@ import pytest
 import yaml
 from conftest import tiny_config
 
+from seqsmith import api
 from seqsmith.cli import main
 from seqsmith.config import save_config
 from seqsmith.demo import make_pairs, spell_date
@@ -32,7 +33,10 @@ def test_generate_from_file_writes_one_line_per_input(trained: tuple[Path, Path]
     inputs.write_text("alpha beta\ngamma delta eps\nzeta\n", encoding="utf-8")
     out = tmp_path / "out.txt"
     assert main(["generate", str(model_dir), "-i", str(inputs), "-o", str(out), "beam_size=3"]) == 0
-    assert len(out.read_text(encoding="utf-8").splitlines()) == 3
+    texts = ["alpha beta", "gamma delta eps", "zeta"]
+    assert out.read_text(encoding="utf-8") == "".join(
+        t + "\n" for t in api.load(model_dir).generate(texts, beam=3)
+    )
     jsonl = tmp_path / "out.jsonl"
     assert (
         main(
@@ -51,7 +55,12 @@ def test_generate_from_file_writes_one_line_per_input(trained: tuple[Path, Path]
         == 0
     )
     rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == 3 and all(len(r) == 2 and r[0]["score"] >= r[1]["score"] for r in rows)
+    expected = api.load(model_dir).generate_full(texts, method="beam", nbest=2)
+    assert [[(o["text"], o["score"], o["token_log_probs"]) for o in row] for row in rows] == [
+        [(o.text, pytest.approx(o.score), pytest.approx(o.token_log_probs)) for o in nbest]
+        for nbest in expected
+    ]
+    assert all(r[0]["score"] >= r[1]["score"] for r in rows)
 
 
 def test_generate_attention_from_a_transformer(trained: tuple[Path, Path], tmp_path: Path) -> None:

@@ -35,7 +35,11 @@ def test_generate_matches_the_python_api(client: TestClient, model_dir: Path) ->
     assert response.json()["outputs"] == api.load(model_dir).generate(texts, beam=3)
     options = {"method": "beam", "beam_size": 3, "nbest": 2}
     nbest = client.post("/generate", json={"texts": texts, "options": options, "nbest": True})
-    assert [len(n) for n in nbest.json()["outputs"]] == [2, 2]
+    expected = api.load(model_dir).generate_full(texts, method="beam", beam_size=3, nbest=2)
+    assert nbest.json()["outputs"] == [
+        [{"text": o.text, "score": pytest.approx(o.score)} for o in outputs] for outputs in expected
+    ]
+    assert all(first["score"] >= second["score"] for first, second in nbest.json()["outputs"])
 
 
 def test_page_and_health(client: TestClient) -> None:
