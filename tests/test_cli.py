@@ -34,9 +34,8 @@ def test_generate_from_file_writes_one_line_per_input(trained: tuple[Path, Path]
     out = tmp_path / "out.txt"
     assert main(["generate", str(model_dir), "-i", str(inputs), "-o", str(out), "beam_size=3"]) == 0
     texts = ["alpha beta", "gamma delta eps", "zeta"]
-    assert out.read_text(encoding="utf-8") == "".join(
-        t + "\n" for t in api.load(model_dir).generate(texts, beam=3)
-    )
+    expected_lines = api.load(model_dir).generate(texts, beam_size=3)  # the options as typed
+    assert out.read_text(encoding="utf-8") == "".join(t + "\n" for t in expected_lines)
     jsonl = tmp_path / "out.jsonl"
     assert (
         main(
