@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from measure import machine, run_measured
+from measure import machine, repo_path, run_measured
 from peers import ensure
 from tables import write_section
 
@@ -200,8 +200,8 @@ def main() -> None:
     report = {
         "benchmark": "decode_speed",
         "settings": {
-            "model_dir": str(args.model_dir),
-            "source": str(args.source),
+            "model_dir": repo_path(args.model_dir),
+            "source": repo_path(args.source),
             "sentences": len(sources),
             "runs": args.runs,
             "threads": args.threads,

@@ -65,6 +65,11 @@ def cpu_model() -> str:
     return f"{name} ({', '.join(units) or 'no AVX2'})"
 
 
+def repo_path(path: Path | str) -> str:
+    """A path as benchmarks record it: relative to the repository, not one machine's absolute path."""
+    return os.path.relpath(Path(path).resolve(), Path(__file__).resolve().parents[1])
+
+
 def machine(loadavg_before: list[float]) -> dict[str, object]:
     """What every benchmark JSON records about the machine and its load around the runs."""
     import torch

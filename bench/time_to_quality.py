@@ -38,7 +38,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import yaml
-from measure import machine, run_measured
+from measure import machine, repo_path, run_measured
 from peers import ensure
 from tables import write_section
 from train_throughput import BASE_CONFIG, DATA, PEER_CONFIGS, Workspace, prepare_inputs
@@ -209,7 +209,7 @@ def main() -> None:
     }
     report: dict[str, Any] = {
         "benchmark": "time_to_quality",
-        "settings": {**vars(args), "work": str(args.work), "out": str(args.out)},
+        "settings": {**vars(args), "work": repo_path(args.work), "out": repo_path(args.out)},
         "machine": machine(loadavg),
         "curves": curves,
         "minutes_to_bleu": reached,

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from measure import machine
+from measure import machine, repo_path
 from tables import write_section
 from torch import Tensor, nn
 
@@ -156,7 +156,7 @@ def main() -> None:
         results.append(row)
     report = {
         "benchmark": "train_length_scaling",
-        "settings": {**vars(args), "out": str(args.out), "budget_tokens": BUDGET, "vocab": VOCAB},
+        "settings": {**vars(args), "out": repo_path(args.out), "budget_tokens": BUDGET, "vocab": VOCAB},
         "machine": machine(loadavg),
         "results": results,
     }
