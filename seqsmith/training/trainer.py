@@ -51,7 +51,7 @@ from seqsmith.models.model_dir import (
     save_weights,
 )
 from seqsmith.training.checkpoint import CheckpointDir, Progress
-from seqsmith.training.objective import MAIN, Unit, Units, build_objective, no_sync
+from seqsmith.training.objective import MAIN, Unit, Units, build_objective, model_of, no_sync
 from seqsmith.training.optim import build_optimizer, learning_rate, set_learning_rate
 from seqsmith.training.validation import improved, validate
 
@@ -392,8 +392,7 @@ class Trainer:
         """Validate (when asked and a dev set exists), save, and say whether to stop early."""
         if self.rank:
             return None, ""
-        model = units[MAIN].module
-        assert isinstance(model, Seq2SeqModel)
+        model = model_of(units)
         validation = None
         if validate_now and self.dev_split is not None:
             validation = validate(model, self.dev_split, self.tokenizers, self._dev_references(), self.config)
