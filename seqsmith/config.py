@@ -48,6 +48,9 @@ class TokenizerConfig(Section):
     # keep the one best segmentation
     sampling_copies: int = Field(0, ge=0)
     sampling_alpha: float = Field(0.1, gt=0.0, le=1.0)  # bpe: chance a merge is skipped; unigram: smoothing
+    # a character (char, sentencepiece) or word (word) outside the vocabulary is spelled by its UTF-8 bytes,
+    # 256 reserved ids, instead of <unk>: any text round-trips; false keeps the ids of older vocabularies
+    byte_fallback: bool = True
 
     @model_validator(mode="after")
     def _sampling_needs_sentencepiece(self) -> TokenizerConfig:
@@ -275,6 +278,12 @@ class GenerateConfig(Section):
     seed: int | None = None
     batch_tokens: int = Field(8000, ge=16)
     keep_attention: bool = False  # return each hypothesis's cross-attention (for pictures); costs time
+    # an output <unk> becomes the source token it attended to most (Luong et al., 2015); attention is
+    # recomputed only for the outputs that hold one. false drops it: the text never shows <unk>
+    replace_unk: bool = True
+    # subword copy models: a capitalized source word (a name) the output begins is finished as the source
+    # spells it, and not glued onto (needs a joint SentencePiece vocabulary; generation/rules.py)
+    whole_words: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerateConfig:

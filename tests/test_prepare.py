@@ -137,7 +137,7 @@ def test_jsonl_with_several_references_and_sentencepiece(tmp_path: Path) -> None
                 "source_field": "dialogue",
                 "target_field": "summary",
                 "reference_fields": ["summary1", "summary2", "summary3"],
-                "tokenizer": {"vocab_size": 60},
+                "tokenizer": {"vocab_size": 60, "byte_fallback": False},
                 "output_dir": str(tmp_path / "out"),
             }
         }
@@ -169,7 +169,7 @@ def test_sampled_copies_spell_the_same_text_in_other_pieces(tmp_path: Path) -> N
     data = {
         "train": str(tmp_path / "train"),
         "dev": str(tmp_path / "dev"),
-        "tokenizer": {"vocab_size": 80, "sampling_copies": 2, "sampling_alpha": 0.3},
+        "tokenizer": {"vocab_size": 80, "sampling_copies": 2, "sampling_alpha": 0.3, "byte_fallback": False},
         "max_source_length": 40,
         "max_target_length": 40,
         "output_dir": str(tmp_path / "out"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class HFTokenizer(Tokenizer):
     def __init__(self, tokenizer: Any, side: str) -> None:
         super().__init__()
         self.tokenizer, self.side = tokenizer, side
+        self.unk_id = tokenizer.unk_token_id
         self._affixes: tuple[list[int], list[int]] | None = None
 
     def encode(self, text: str) -> list[int]:
@@ -72,9 +73,19 @@ class HFTokenizer(Tokenizer):
             self._affixes = full[:start], full[start + len(plain) :]
         return self._affixes
 
-    def decode(self, ids: Iterable[int]) -> str:
-        kept = [int(i) for i in ids if int(i) < self.vocab_size]
-        return str(self.tokenizer.decode(kept, skip_special_tokens=True))
+    def decode(self, ids: Iterable[int], texts: Mapping[int, str] | None = None) -> str:
+        """HF decodes whole sequences only: a given text is put between the runs it splits, spaced."""
+        texts = texts or {}
+        parts: list[str] = []
+        run: list[int] = []
+        for position, token in enumerate(map(int, ids)):
+            if position in texts:
+                parts += [str(self.tokenizer.decode(run, skip_special_tokens=True)), texts[position]]
+                run = []
+            elif token < self.vocab_size:
+                run.append(token)
+        parts.append(str(self.tokenizer.decode(run, skip_special_tokens=True)))
+        return " ".join(part.strip() for part in parts if part.strip())
 
     def pieces(self, text: str) -> list[str]:
         return [self.piece(i) for i in self.encode(text)]

@@ -8,6 +8,7 @@ run never leaves a tokenizer that does not match the binarized ids, nor damages 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from seqsmith.data.tokenizer import SentencePieceTokenizer, Tokenizers, truncate
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text, fsync_path
 
+logger = logging.getLogger(__name__)
 CHUNK = 4096  # examples encoded together (SentencePiece encodes a list in C++ threads)
 
 
@@ -38,6 +40,8 @@ class SplitReport:
     sampled_copies: int = 0  # train: extra pairs with sampled segmentations (data.tokenizer.sampling_copies)
     source_tokens: int = 0  # binarized, including EOS
     target_tokens: int = 0  # binarized, without BOS/EOS
+    unknown_source_lines: int = 0  # examples with a piece the vocabulary lacks (<unk>): no byte fallback
+    unknown_target_lines: int = 0
     empty_lines: list[int] = field(default_factory=list)  # the first few skipped, for the user to look at
 
 
@@ -130,6 +134,8 @@ def _binarize(
         writer.add(source, target, example)
         report.source_tokens += len(source)
         report.target_tokens += len(target)
+        report.unknown_source_lines += tokenizers.source.unk_id in source
+        report.unknown_target_lines += tokenizers.target.unk_id in target
 
     with SplitWriter(directory, split, vocab_size, keep_texts=not train) as writer:
         for number, chunk in enumerate(_chunks(examples, CHUNK)):
@@ -227,6 +233,15 @@ def _prepare_into(directory: Path, config: Config, splits: list[Split], progress
     tokenizers.save(directory / "tokenizer")
     oov_slots = getattr(config.model, "oov_slots", 0)
     reports = {split: _binarize(data, split, tokenizers, directory, progress, oov_slots) for split in splits}
+    for split, report in reports.items():
+        if report.unknown_source_lines or report.unknown_target_lines:
+            logger.warning(
+                "seqsmith: prepare: %s: %d source and %d target lines hold text outside the vocabulary "
+                "(<unk>); data.tokenizer.byte_fallback: true spells it in bytes instead",
+                split,
+                report.unknown_source_lines,
+                report.unknown_target_lines,
+            )
     return PrepareReport(
         output_dir=str(directory),
         splits=reports,

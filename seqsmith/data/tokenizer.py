@@ -3,14 +3,19 @@
 Every vocabulary starts with the same special ids (PAD=0, UNK=1, BOS=2, EOS=3, the dialogue turn
 separator ``<sep>``=4), from ``seqsmith.specials``. What decode(encode(text)) gives back:
 
-- SentencePiece: ``text`` exactly (no Unicode normalisation, whitespace kept) when every character is in
-  the vocabulary (see ``character_coverage``); rarer characters come back as ``<unk>``.
-- char: ``text`` exactly (spaces, tabs, newlines are symbols too) when every character is in the vocabulary.
+- SentencePiece: ``text`` exactly (no Unicode normalisation, whitespace kept).
+- char: ``text`` exactly (spaces, tabs, newlines are symbols too).
 - word: words joined by one space: runs of whitespace collapse and the ends are stripped.
 - with ``lowercase: true`` the input is lower-cased first, so case is not restored.
 
-``decode`` drops PAD, BOS and EOS. A directory holds ``tokenizer.json`` (kind, files, options) and the
-vocabulary files beside it; loading reads JSON and SentencePiece model protos only, it never runs code.
+That holds for any text with ``byte_fallback`` (the default): a character (word, for the word tokenizer)
+outside the vocabulary is spelled by its UTF-8 bytes, 256 ids named ``<0x00>``..``<0xFF>`` as in
+SentencePiece. Without it (vocabularies made before it existed) such a character encodes as UNK.
+
+``decode`` writes text a user reads: it never shows a special token (PAD, UNK, BOS, EOS, ``<sep>``) nor an
+id past the vocabulary; ``texts`` puts given text in place of ids (a pointer-generator's copied words,
+replaced unknowns). A directory holds ``tokenizer.json`` (kind, files, options) and the vocabulary files
+beside it; loading reads JSON and SentencePiece model protos only, it never runs code.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import io
 import json
 import os
 import random
+import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -32,14 +38,26 @@ import sentencepiece as spm
 from seqsmith.config import TokenizerConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_bytes, atomic_write_text, check_inside, text_lines
-from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, SEP, SPECIALS, UNK_ID
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, SEP, SEP_ID, SPECIALS, UNK_ID
 
-_DROPPED = frozenset({PAD_ID, BOS_ID, EOS_ID})
+HIDDEN = frozenset({PAD_ID, UNK_ID, BOS_ID, EOS_ID, SEP_ID})
+BYTE_SYMBOLS = [f"<0x{value:02X}>" for value in range(256)]
 FORMAT_VERSION = 1
+
+
+@dataclass
+class WordMarks:
+    """Per id of a subword vocabulary, what search needs to keep a copied word whole: does the piece begin
+    a word, does it glue letters (or bytes) onto the word before it, does it begin a capitalized word."""
+
+    starts: list[bool]
+    glues: list[bool]
+    capital: list[bool]
 
 
 class Tokenizer(ABC):
     kind: ClassVar[str]
+    unk_id: int | None = UNK_ID  # what an unknown piece encodes as; None: the tokenizer has no such id
 
     def __init__(self, lowercase: bool = False) -> None:
         self.lowercase = lowercase
@@ -51,8 +69,18 @@ class Tokenizer(ABC):
         return [self.encode(text) for text in texts]
 
     @abstractmethod
-    def decode(self, ids: Iterable[int]) -> str:
-        """Text a reader expects; PAD, BOS and EOS are dropped."""
+    def decode(self, ids: Iterable[int], texts: Mapping[int, str] | None = None) -> str:
+        """Text a reader expects: special and out-of-vocabulary ids are dropped, and the id at position
+        ``p`` is written as ``texts[p]`` where given."""
+
+    def unknown_surfaces(self, text: str) -> dict[int, str]:
+        """For each UNK id of ``encode(text)``, by position: the text it stands for (replace_unk copies
+        it). Empty when the text encodes without UNK, as every text does with byte fallback."""
+        return {}
+
+    def word_marks(self) -> WordMarks | None:
+        """None where an id is a whole word or a character, so that no word is spelled in pieces."""
+        return None
 
     @abstractmethod
     def pieces(self, text: str) -> list[str]:
@@ -80,6 +108,7 @@ class SentencePieceTokenizer(Tokenizer):
         super().__init__(lowercase)
         self.model_proto = model_proto
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+        self._marks: WordMarks | None = None
 
     @classmethod
     def train(cls, lines: list[str], config: TokenizerConfig) -> SentencePieceTokenizer:
@@ -105,7 +134,7 @@ class SentencePieceTokenizer(Tokenizer):
                 eos_piece=SPECIALS[EOS_ID],
                 unk_surface="<unk>",
                 user_defined_symbols=[SEP],
-                byte_fallback=False,
+                byte_fallback=config.byte_fallback,
                 normalization_rule_name="identity",
                 remove_extra_whitespaces=False,
                 max_sentence_length=1 << 16,
@@ -113,6 +142,14 @@ class SentencePieceTokenizer(Tokenizer):
                 minloglevel=2,
             )
         except RuntimeError as error:
+            needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(error))
+            if needed:
+                fallback = f", {len(BYTE_SYMBOLS)} of them for byte fallback" if config.byte_fallback else ""
+                raise SeqsmithError(
+                    f"data.tokenizer.vocab_size={config.vocab_size} is too small: the training text needs "
+                    f"at least {needed.group(1)} ids{fallback}; raise it"
+                    + (" or set data.tokenizer.byte_fallback: false" if config.byte_fallback else "")
+                ) from None
             raise SeqsmithError(
                 f"SentencePiece could not train with data.tokenizer.vocab_size={config.vocab_size}: "
                 f"{error}. Lower data.tokenizer.vocab_size (small corpora need small vocabularies)"
@@ -136,8 +173,64 @@ class SentencePieceTokenizer(Tokenizer):
             self.processor.encode(prepared, enable_sampling=True, alpha=alpha, nbest_size=-1, num_threads=1)
         )
 
-    def decode(self, ids: Iterable[int]) -> str:
-        return str(self.processor.decode([int(i) for i in ids if i not in _DROPPED]))
+    def decode(self, ids: Iterable[int], texts: Mapping[int, str] | None = None) -> str:
+        """Runs of ids between the given texts decode as SentencePiece does; a run that starts a word
+        after a given text keeps its space (SentencePiece drops it only at the start of a sentence)."""
+        texts = texts or {}
+        parts: list[str] = []
+        run: list[int] = []
+
+        def flush() -> None:
+            if run:
+                space = " " if parts and self.piece(run[0]).startswith("\u2581") else ""
+                parts.append(space + str(self.processor.decode(run)))
+                run.clear()
+
+        size = self.vocab_size
+        for position, token in enumerate(map(int, ids)):
+            if position in texts:
+                flush()
+                parts.append(texts[position])
+            elif token not in HIDDEN and 0 <= token < size:
+                run.append(token)
+        flush()
+        return "".join(parts)
+
+    def word_marks(self) -> WordMarks:
+        """A piece that starts with U+2581 begins a word; special ids count as word boundaries."""
+        if self._marks is not None:
+            return self._marks
+        starts, glues, capital = [], [], []
+        for i in range(self.vocab_size):
+            piece = self.piece(i)
+            start = piece.startswith("\u2581") or i in HIDDEN or self.processor.is_control(i)
+            starts.append(start)
+            glues.append(not start and (bool(self.processor.is_byte(i)) or piece[:1].isalnum()))
+            capital.append(start and piece.lstrip("\u2581")[:1].isupper())
+        self._marks = WordMarks(starts, glues, capital)
+        return self._marks
+
+    def unknown_surfaces(self, text: str) -> dict[int, str]:
+        """An unknown piece spans the text up to where the next known piece's text starts."""
+        ids = self.encode(text)
+        if UNK_ID not in ids:
+            return {}
+        prepared = self._prepare(text)
+        pieces = [self.piece(i).replace("\u2581", " ") for i in ids]
+        cursor = -1 if pieces[0].startswith(" ") and not prepared.startswith(" ") else 0  # dummy prefix
+        surfaces: dict[int, str] = {}
+        for position, (token, piece) in enumerate(zip(ids, pieces, strict=True)):
+            if token != UNK_ID:
+                cursor += len(piece)
+                continue
+            known = next((p for t, p in zip(ids[position + 1 :], pieces[position + 1 :]) if t != UNK_ID), "")
+            start = max(cursor, 0)
+            end = prepared.find(known, start + 1) if known else len(prepared)
+            if end < 0:
+                break
+            surfaces[position] = prepared[start:end]
+            cursor = end
+        return surfaces
 
     def pieces(self, text: str) -> list[str]:
         return list(self.processor.encode(self._prepare(text), out_type=str))
@@ -166,7 +259,13 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 class SymbolTokenizer(Tokenizer):
-    """A fixed list of symbols (characters or words); the id of a symbol is its position."""
+    """A fixed list of symbols (characters or words); the id of a symbol is its position.
+
+    With byte fallback the 256 byte symbols follow the specials, and a symbol outside the list is written
+    as its UTF-8 bytes (words: consecutive ones with a space byte between them, so that they stay apart).
+    """
+
+    byte_separator: ClassVar[bytes]
 
     def __init__(self, symbols: list[str], lowercase: bool = False) -> None:
         super().__init__(lowercase)
@@ -174,6 +273,8 @@ class SymbolTokenizer(Tokenizer):
             raise SeqsmithError(f"a {self.kind} vocabulary must start with {[*SPECIALS, SEP]}")
         self.symbols = symbols
         self.index = {symbol: i for i, symbol in enumerate(symbols)}
+        first = len(SPECIALS) + 1
+        self.first_byte = first if symbols[first : first + len(BYTE_SYMBOLS)] == BYTE_SYMBOLS else None
 
     @abstractmethod
     def split(self, text: str) -> list[str]: ...
@@ -188,25 +289,71 @@ class SymbolTokenizer(Tokenizer):
         splitter = cls([*SPECIALS, SEP], config.lowercase)
         for text in texts:
             counts.update(splitter.split(splitter._prepare(text)))
-        reserved = {*SPECIALS, SEP}
+        reserved = [*SPECIALS, SEP, *(BYTE_SYMBOLS if config.byte_fallback else [])]
+        if config.vocab_size <= len(reserved):
+            raise SeqsmithError(
+                f"data.tokenizer.vocab_size={config.vocab_size} leaves no room for a {cls.kind} beside the "
+                f"{len(reserved)} reserved ids; raise it above {len(reserved)} or set "
+                "data.tokenizer.byte_fallback: false"
+            )
+        taken = set(reserved)
         ranked = sorted(
-            (item for item in counts.items() if item[1] >= config.min_freq and item[0] not in reserved),
+            (item for item in counts.items() if item[1] >= config.min_freq and item[0] not in taken),
             key=lambda item: (-item[1], item[0]),
         )
-        keep = max(config.vocab_size - len(reserved), 0)
-        return cls([*SPECIALS, SEP, *(symbol for symbol, _ in ranked[:keep])], config.lowercase)
+        keep = config.vocab_size - len(reserved)
+        return cls([*reserved, *(symbol for symbol, _ in ranked[:keep])], config.lowercase)
 
-    def encode(self, text: str) -> list[int]:
-        index = self.index
-        return [index.get(symbol, UNK_ID) for symbol in self.split(self._prepare(text))]
+    def encode(self, text: str, slots: Mapping[str, int] | None = None) -> list[int]:
+        """``slots`` gives chosen symbols outside the vocabulary their own ids (pointer-generator copies)."""
+        ids: list[int] = []
+        index, first, after_bytes = self.index, self.first_byte, False
+        for symbol in self.split(self._prepare(text)):
+            token = index.get(symbol)
+            if token is None and slots:
+                token = slots.get(symbol)
+            if token is not None or first is None:
+                ids.append(UNK_ID if token is None else token)
+                after_bytes = False
+                continue
+            raw = symbol.encode("utf-8")
+            ids.extend(first + byte for byte in (self.byte_separator + raw if after_bytes else raw))
+            after_bytes = bool(self.byte_separator)
+        return ids
 
-    def decode(self, ids: Iterable[int]) -> str:
-        return self.join([self.symbols[i] for i in ids if i not in _DROPPED])
+    def decode(self, ids: Iterable[int], texts: Mapping[int, str] | None = None) -> str:
+        texts = texts or {}
+        symbols: list[str] = []
+        raw = bytearray()
+        first = self.first_byte or 0
+        byte_ids = range(first, first + len(BYTE_SYMBOLS) if self.first_byte else 0)
+        for position, token in enumerate(map(int, ids)):
+            if position not in texts and token in byte_ids:
+                raw.append(token - first)
+                continue
+            if raw:
+                symbols.extend(self.from_bytes(raw.decode("utf-8", errors="replace")))
+                raw.clear()
+            if position in texts:
+                symbols.append(texts[position])
+            elif token not in HIDDEN and 0 <= token < len(self.symbols):
+                symbols.append(self.symbols[token])
+        if raw:
+            symbols.extend(self.from_bytes(raw.decode("utf-8", errors="replace")))
+        return self.join(symbols)
+
+    def from_bytes(self, text: str) -> list[str]:
+        """The symbols a run of byte ids spelled."""
+        return [text]
+
+    def unknown_surfaces(self, text: str) -> dict[int, str]:
+        if self.first_byte is not None:
+            return {}
+        symbols = self.split(self._prepare(text))
+        return {i: symbol for i, symbol in enumerate(symbols) if symbol not in self.index}
 
     def pieces(self, text: str) -> list[str]:
-        return [
-            symbol if symbol in self.index else SPECIALS[UNK_ID] for symbol in self.split(self._prepare(text))
-        ]
+        return [self.symbols[i] for i in self.encode(text)]
 
     def piece(self, token_id: int) -> str:
         return self.symbols[token_id]
@@ -237,6 +384,7 @@ class SymbolTokenizer(Tokenizer):
 
 class CharTokenizer(SymbolTokenizer):
     kind = "char"
+    byte_separator = b""
 
     def split(self, text: str) -> list[str]:
         if SEP not in text:
@@ -254,6 +402,10 @@ class CharTokenizer(SymbolTokenizer):
 
 class WordTokenizer(SymbolTokenizer):
     kind = "word"
+    byte_separator = b" "
+
+    def from_bytes(self, text: str) -> list[str]:
+        return text.split()
 
     def split(self, text: str) -> list[str]:
         return text.replace(SEP, f" {SEP} ").split()
@@ -313,29 +465,19 @@ class Tokenizers:
         return found
 
     def encode_with_oovs(self, side: Literal["source", "target"], text: str, oovs: list[str]) -> list[int]:
-        """``encode`` with the symbols in ``oovs`` as ids ``vocab_size + position`` instead of UNK."""
+        """``encode`` with the symbols in ``oovs`` as ids ``vocab_size + position``."""
         tokenizer = self.source if side == "source" else self.target
-        ids = tokenizer.encode(text)
         if not oovs or not isinstance(tokenizer, SymbolTokenizer):
-            return ids
-        slots = {symbol: tokenizer.vocab_size + i for i, symbol in enumerate(oovs)}
-        symbols = tokenizer.split(tokenizer._prepare(text))
-        return [
-            slots.get(symbol, UNK_ID) if i == UNK_ID else i for i, symbol in zip(ids, symbols, strict=True)
-        ]
+            return tokenizer.encode(text)
+        return tokenizer.encode(text, {symbol: tokenizer.vocab_size + i for i, symbol in enumerate(oovs)})
 
-    def decode_with_oovs(self, ids: Iterable[int], oovs: Sequence[str]) -> str:
+    def decode_with_oovs(
+        self, ids: Sequence[int], oovs: Sequence[str], texts: Mapping[int, str] | None = None
+    ) -> str:
         """Target text with ids past the vocabulary read from the source's ``oovs``."""
-        tokenizer = self.target
-        if not oovs or not isinstance(tokenizer, SymbolTokenizer):
-            return tokenizer.decode(ids)
-        size = tokenizer.vocab_size
-        symbols = [
-            tokenizer.symbols[i] if i < size else oovs[i - size] if i - size < len(oovs) else SPECIALS[UNK_ID]
-            for i in map(int, ids)
-            if i not in _DROPPED
-        ]
-        return tokenizer.join(symbols)
+        size = self.target.vocab_size
+        copied = {p: oovs[i - size] for p, i in enumerate(map(int, ids)) if 0 <= i - size < len(oovs)}
+        return self.target.decode(ids, {**copied, **(texts or {})})
 
     def vocabulary(self) -> tuple[str, bool, bool, list[str], list[str]]:
         """What ids mean: the kind, joint and lowercase settings and every piece of both sides."""

@@ -14,9 +14,10 @@ from pydantic import ValidationError
 from seqsmith.allocator import keep_freed_memory
 from seqsmith.config import GenerateConfig
 from seqsmith.data.binarize import BinarizedSplit
-from seqsmith.data.tokenizer import Tokenizers, encode_source
+from seqsmith.data.tokenizer import Tokenizers, WordMarks, encode_source
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.search import Hypothesis, generate_ids
+from seqsmith.generation.unknown import replace_unknown
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.model_dir import LoadedModel, load_model_dir
 
@@ -53,14 +54,18 @@ def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 @torch.inference_mode()
 def search_all(
-    model: Seq2SeqModel, sources: Sequence[Sequence[int]], config: GenerateConfig
+    model: Seq2SeqModel,
+    sources: Sequence[Sequence[int]],
+    config: GenerateConfig,
+    marks: WordMarks | None = None,
 ) -> list[list[Hypothesis]]:
     """Search every source (ids ending with EOS) in length-sorted batches; results in input order."""
     results: list[list[Hypothesis]] = [[] for _ in sources]
     device = next(model.parameters()).device
     for indices in length_batches([len(s) for s in sources], config.batch_tokens // max(config.beam_size, 1)):
         src, mask = pad([sources[i] for i in indices], model.pad_id)
-        for index, hypotheses in zip(indices, generate_ids(model, src.to(device), mask.to(device), config)):
+        found = generate_ids(model, src.to(device), mask.to(device), config, marks)
+        for index, hypotheses in zip(indices, found):
             if not hypotheses:
                 raise SeqsmithError(
                     f"input {int(index) + 1}: search found no output with a finite score (weights that hold "
@@ -75,16 +80,46 @@ def copy_slots(model: Seq2SeqModel) -> int:
     return int(getattr(model, "oov_slots", 0))
 
 
+def word_marks(tokenizers: Tokenizers, config: GenerateConfig) -> WordMarks | None:
+    """What ``generate.whole_words`` needs, which compares output ids with source ids."""
+    if not config.whole_words:
+        return None
+    if not tokenizers.joint:
+        raise SeqsmithError(
+            "generate.whole_words copies source pieces into the output, which needs one vocabulary for "
+            "both (data.tokenizer.joint: true); set generate.whole_words: false for this model"
+        )
+    return tokenizers.target.word_marks()
+
+
+def detokenize(
+    model: Seq2SeqModel,
+    tokenizers: Tokenizers,
+    config: GenerateConfig,
+    text: str,
+    source: Sequence[int],
+    oovs: Sequence[str],
+    hypothesis: Hypothesis,
+) -> str:
+    """The text a user reads: copied words filled in, an UNK replaced from the source or dropped."""
+    tokens, texts = hypothesis.tokens, dict[int, str]()
+    if config.replace_unk:
+        tokens, texts = replace_unknown(model, tokenizers, text, source, hypothesis)
+    return tokenizers.decode_with_oovs(tokens, oovs, texts)
+
+
 def decode_split(
     model: Seq2SeqModel, split: BinarizedSplit, tokenizers: Tokenizers, config: GenerateConfig
 ) -> list[list[str]]:
     """Hypothesis texts (n-best lists) for every example of a binarized split, in its order."""
     sources = [split.source(i).tolist() for i in range(len(split))]
+    texts = [example.source for example in split.texts()]
     slots = copy_slots(model)
-    oovs = [tokenizers.source_oovs(e.source, slots) for e in split.texts()] if slots else [[]] * len(split)
+    oovs = [tokenizers.source_oovs(text, slots) for text in texts] if slots else [[]] * len(split)
+    results = search_all(model, sources, config, word_marks(tokenizers, config))
     return [
-        [tokenizers.decode_with_oovs(h.tokens, words) for h in nbest]
-        for nbest, words in zip(search_all(model, sources, config), oovs, strict=True)
+        [detokenize(model, tokenizers, config, text, source, words, h) for h in nbest]
+        for nbest, text, source, words in zip(results, texts, sources, oovs, strict=True)
     ]
 
 
@@ -139,13 +174,12 @@ class Generator:
     def generate_full(self, texts: Sequence[str], **options: Any) -> list[list[Output]]:
         config = self.settings(**options)
         all_oovs = [self.source_oovs(t) for t in texts]
-        results = search_all(
-            self.model, [self.encode(t, o) for t, o in zip(texts, all_oovs, strict=True)], config
-        )
+        sources = [self.encode(t, o) for t, o in zip(texts, all_oovs, strict=True)]
+        results = search_all(self.model, sources, config, word_marks(self.tokenizers, config))
         return [
             [
                 Output(
-                    self.tokenizers.decode_with_oovs(h.tokens, oovs),
+                    detokenize(self.model, self.tokenizers, config, text, source, oovs, h),
                     h.score,
                     h.tokens,
                     h.token_log_probs,
@@ -153,7 +187,7 @@ class Generator:
                 )
                 for h in nbest
             ]
-            for nbest, oovs in zip(results, all_oovs, strict=True)
+            for nbest, text, source, oovs in zip(results, texts, sources, all_oovs, strict=True)
         ]
 
     def generate(self, texts: Sequence[str], **options: Any) -> list[str]:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from seqsmith.config import GenerateConfig
+from seqsmith.data.tokenizer import WordMarks
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.beam import beam_search
 from seqsmith.generation.hypothesis import Hypothesis
@@ -19,12 +20,17 @@ from seqsmith.models.interface import Seq2SeqModel
 
 
 def generate_ids(
-    model: Seq2SeqModel, src: Tensor, src_mask: Tensor, config: GenerateConfig
+    model: Seq2SeqModel,
+    src: Tensor,
+    src_mask: Tensor,
+    config: GenerateConfig,
+    marks: WordMarks | None = None,
 ) -> list[list[Hypothesis]]:
     """Per source sentence, up to ``config.nbest`` hypotheses, best first.
 
-    ``src`` (batch, src_len) holds ids, ``src_mask`` is True at real tokens. The model runs in eval mode
-    under ``torch.inference_mode`` and gets its previous mode back afterwards.
+    ``src`` (batch, src_len) holds ids, ``src_mask`` is True at real tokens; ``marks`` (the tokenizer's)
+    serve ``config.whole_words``. The model runs in eval mode under ``torch.inference_mode`` and gets its
+    previous mode back afterwards.
     """
     _check(src, src_mask, config)
     if src.size(0) == 0:
@@ -34,7 +40,7 @@ def generate_ids(
     try:
         with torch.inference_mode():
             memory = model.encode(src, src_mask)
-            limits = LengthLimits.from_source(src, src_mask, config, model)
+            limits = LengthLimits.from_source(src, src_mask, config, model, marks)
             if config.method in ("beam", "diverse_beam"):
                 return beam_search(model, memory, limits, config, config.keep_attention)
             return sample(model, memory, limits, config, config.keep_attention, config.method == "greedy")
