@@ -17,7 +17,7 @@ model directory and counts, per model:
     python bench/renamed_speakers.py rename ../shared/data/dialogsum/test.jsonl -o runs/renamed_test.jsonl
     python bench/renamed_speakers.py rename ../shared/data/dialogsum/train.jsonl --share 0.5 --made-up \
         -o runs/renamed_train.jsonl   # training data in which half the dialogues name their speakers
-    python bench/renamed_speakers.py measure runs/renamed_test.jsonl MODEL_DIR [MODEL_DIR ...] [--limit N]
+    python bench/renamed_speakers.py measure runs/renamed_test.jsonl MODEL_DIR [...] [--set whole_words=true]
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ import re
 import sys
 from difflib import SequenceMatcher
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from seqsmith.evaluation.metrics import corpus_scores, reference_sets
 from seqsmith.generation.generator import Generator
@@ -97,13 +100,15 @@ def mentions(summary: str, names: list[str]) -> list[tuple[str, bool]]:
     return found
 
 
-def measure(path: Path, model_dirs: list[str], limit: int | None = None) -> dict[str, dict[str, float]]:
+def measure(
+    path: Path, model_dirs: list[str], limit: int | None = None, options: dict[str, Any] | None = None
+) -> dict[str, dict[str, float]]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = rows[:limit]
     references = [[row[k] for k in ("summary1", "summary2", "summary3") if k in row] for row in rows]
     results = {}
     for model_dir in model_dirs:
-        generator = Generator.from_pretrained(model_dir)
+        generator = Generator.from_pretrained(model_dir, **(options or {}))
         unk = generator.tokenizers.target.unk_id
         outputs = [nbest[0] for nbest in generator.generate_full([row["dialogue"] for row in rows])]
         texts = [output.text for output in outputs]
@@ -121,7 +126,7 @@ def measure(path: Path, model_dirs: list[str], limit: int | None = None) -> dict
             "misspelled": sorted({word for f in found for word, ok in f if not ok})[:30],  # type: ignore[dict-item]
             **{key: round(value, 2) for key, value in scores.items()},
         }
-        print(json.dumps({model_dir: results[model_dir]}, ensure_ascii=False), flush=True)
+        print(json.dumps({model_dir: results[model_dir], "options": options}, ensure_ascii=False), flush=True)
     return results
 
 
@@ -140,6 +145,7 @@ def main() -> None:
     measuring.add_argument("jsonl", type=Path)
     measuring.add_argument("model_dirs", nargs="+")
     measuring.add_argument("--limit", type=int, help="the first N dialogues only (a quick look)")
+    measuring.add_argument("--set", nargs="*", default=[], help="generation options, e.g. whole_words=true")
     args = parser.parse_args()
     if args.command == "rename":
         rows = [json.loads(line) for line in args.jsonl.read_text(encoding="utf-8").splitlines() if line]
@@ -149,7 +155,8 @@ def main() -> None:
         args.output.write_text(text, encoding="utf-8")
         print(f"{args.output}: {len(rows)} dialogues renamed", file=sys.stderr)
     else:
-        measure(args.jsonl, args.model_dirs, args.limit)
+        options = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+        measure(args.jsonl, args.model_dirs, args.limit, options)
 
 
 if __name__ == "__main__":
