@@ -291,7 +291,10 @@ def seqsmith_model_dir(directory: Path, **model: Any) -> tuple[TransformerModel,
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 8))) for _ in range(300)]
     shape = dict(d_model=32, heads=4, ffn_dim=64, encoder_layers=2, decoder_layers=2, max_positions=64)
     config = config_from_dict(
-        {"data": {"train": "unused", "tokenizer": {"vocab_size": 48}}, "model": {**shape, **model}}
+        {
+            "data": {"train": "unused", "tokenizer": {"vocab_size": 48, "byte_fallback": False}},
+            "model": {**shape, **model},
+        }
     )
     tokenizers = Tokenizers.train(config.data.tokenizer, lines, lines)
     torch.manual_seed(0)
