@@ -115,7 +115,7 @@ def measure(
         found = [mentions(text, row["names"]) for text, row in zip(texts, rows, strict=True)]
         mentioning = [f for f in found if f]
         rouge = corpus_scores(texts, reference_sets(references), ["rouge1", "rouge2", "rougeL"])
-        scores = {name: 100 * value["score"] for name, value in rouge.items()}
+        scores = {name: value["score"] for name, value in rouge.items()}
         results[model_dir] = {
             "outputs": len(texts),
             "unk_emitted": sum(unk in output.tokens for output in outputs) / len(texts),
