@@ -325,11 +325,11 @@ class SymbolTokenizer(Tokenizer):
         texts = texts or {}
         symbols: list[str] = []
         raw = bytearray()
-        first = self.first_byte or 0
-        byte_ids = range(first, first + len(BYTE_SYMBOLS) if self.first_byte else 0)
+        first = self.first_byte
+        byte_ids = range(first, first + len(BYTE_SYMBOLS)) if first is not None else range(0)
         for position, token in enumerate(map(int, ids)):
             if position not in texts and token in byte_ids:
-                raw.append(token - first)
+                raw.append(token - byte_ids.start)
                 continue
             if raw:
                 symbols.extend(self.from_bytes(raw.decode("utf-8", errors="replace")))
