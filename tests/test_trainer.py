@@ -160,14 +160,19 @@ def train_processes(config_path: Path, world: int, overrides: list[str]) -> list
     """Train with ``world`` processes over gloo; returns each one's output."""
     port = str(29500 + (os.getpid() * 7 + world) % 2000)
     command = [sys.executable, "-c", DISTRIBUTED_RUNNER, str(config_path)]
+    errors = [config_path.parent / f"stderr.{rank}" for rank in range(world)]
     children = [
         subprocess.Popen(
-            [*command, str(rank), str(world), port, *overrides], stdout=subprocess.PIPE, text=True
+            [*command, str(rank), str(world), port, *overrides],
+            stdout=subprocess.PIPE,
+            stderr=errors[rank].open("w"),
+            text=True,
         )
         for rank in range(world)
     ]
     outputs = [child.communicate(timeout=300)[0] for child in children]
-    assert [child.returncode for child in children] == [0] * world, outputs
+    tails = [path.read_text()[-2000:] for path in errors]
+    assert [child.returncode for child in children] == [0] * world, (outputs, tails)
     return outputs
 
 

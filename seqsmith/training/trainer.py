@@ -292,6 +292,9 @@ class Trainer:
             bar.close()
             if self._log_file is not None:
                 self._log_file.close()
+        if self.world > 1:  # leave together: a rank that exits while the others still talk aborts
+            dist.barrier()
+            dist.destroy_process_group()
         minutes = (time.monotonic() - started) / 60
         if self.rank == 0:
             tqdm.write(f"seqsmith: stopped after {progress.step} steps, {minutes:.1f} min: {stop_reason}")
