@@ -140,6 +140,42 @@ class RNNConfig(Section):
         return self
 
 
+class ConvConfig(Section):
+    """The convolutional encoder-decoder of Gehring et al. (2017). ``*_channels`` and ``*_kernels`` take
+    one value for every layer or a list with one per layer."""
+
+    arch: Literal["conv"] = "conv"
+    embed_dim: int = Field(256, ge=8)
+    encoder_layers: int = Field(4, ge=1)
+    decoder_layers: int = Field(4, ge=1)
+    encoder_channels: int | list[int] = 256
+    decoder_channels: int | list[int] = 256
+    encoder_kernels: int | list[int] = 3  # odd: the encoder sees as far left as right
+    decoder_kernels: int | list[int] = 3  # causal: a step sees this many inputs, its own included
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    max_positions: int = Field(1024, ge=16)  # learned position embeddings
+    weight_norm: bool = True
+    share_embeddings: bool = False
+    tie_output: bool = False
+
+    def per_layer(self, key: str) -> list[int]:
+        """The value of ``key`` for each layer of its stack."""
+        value = getattr(self, key)
+        return [value] * getattr(self, f"{key.split('_')[0]}_layers") if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _layers_agree(self) -> ConvConfig:
+        for key in ("encoder_channels", "decoder_channels", "encoder_kernels", "decoder_kernels"):
+            values, layers = self.per_layer(key), getattr(self, f"{key.split('_')[0]}_layers")
+            if len(values) != layers:
+                raise ValueError(f"{key} lists {len(values)} values for {layers} layers; give one per layer")
+            if any(not 1 <= v <= 4096 for v in values):
+                raise ValueError(f"{key}={values} must lie in 1..4096")
+        if any(k % 2 == 0 for k in self.per_layer("encoder_kernels")):
+            raise ValueError(f"encoder_kernels={self.encoder_kernels} must be odd (centred convolutions)")
+        return self
+
+
 class PretrainedConfig(Section):
     """A local Hugging Face encoder-decoder (Marian, T5, BART, ...) to fine-tune; its tokenizer replaces
     ``data.tokenizer``."""
@@ -148,7 +184,9 @@ class PretrainedConfig(Section):
     path: str  # directory with config.json, the weights and the tokenizer files; nothing is downloaded
 
 
-ModelConfig = Annotated[TransformerConfig | RNNConfig | PretrainedConfig, Field(discriminator="arch")]
+ModelConfig = Annotated[
+    TransformerConfig | RNNConfig | ConvConfig | PretrainedConfig, Field(discriminator="arch")
+]
 
 
 class ObjectiveConfig(Section):

@@ -1,5 +1,5 @@
-"""RNN and Transformer models: teacher forcing agrees with step-by-step decoding, padding and beam
-reordering change nothing they should not, and tiny models learn to copy."""
+"""RNN, Transformer and convolutional models: teacher forcing agrees with step-by-step decoding, padding
+and beam reordering change nothing they should not, and tiny models learn to copy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqsmith.config import RNNConfig, TransformerConfig
+from seqsmith.config import ConvConfig, RNNConfig, TransformerConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.build import build_model, describe
 from seqsmith.models.interface import Seq2SeqModel
@@ -54,7 +54,21 @@ TRANSFORMER_CONFIGS = [
     TransformerConfig(activation="gelu", share_embeddings=False, tie_output=False, **SMALL_TRANSFORMER),
     TransformerConfig(share_embeddings=False, tie_output=True, **{**SMALL_TRANSFORMER, "decoder_layers": 1}),
 ]
-CONFIGS = RNN_CONFIGS + TRANSFORMER_CONFIGS
+SMALL_CONV: dict[str, Any] = {"embed_dim": 12, "encoder_layers": 2, "decoder_layers": 2, "max_positions": 64}
+CONV_CONFIGS = [
+    ConvConfig(encoder_channels=16, decoder_channels=16, **SMALL_CONV),
+    ConvConfig(
+        encoder_channels=[16, 24],
+        decoder_channels=[24, 8],
+        encoder_kernels=[5, 1],
+        decoder_kernels=[2, 4],
+        weight_norm=False,
+        share_embeddings=True,
+        tie_output=True,
+        **SMALL_CONV,
+    ),
+]
+CONFIGS = RNN_CONFIGS + TRANSFORMER_CONFIGS + CONV_CONFIGS
 
 
 @pytest.fixture(autouse=True)
@@ -66,14 +80,16 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _name(config: RNNConfig | TransformerConfig) -> str:
+def _name(config: RNNConfig | TransformerConfig | ConvConfig | ConvConfig) -> str:
+    if isinstance(config, ConvConfig):
+        return f"conv-{config.decoder_kernels}-wn{int(config.weight_norm)}"
     if isinstance(config, RNNConfig):
         extras = "-pg" * config.pointer_generator + "-cov" * config.coverage + f"-tie{int(config.tie_output)}"
         return f"{config.cell}-{config.attention}-feed{int(config.input_feeding)}{extras}"
     return f"{config.norm}-{config.positions}-{config.activation}-tie{int(config.tie_output)}"
 
 
-def _model(config: RNNConfig | TransformerConfig, seed: int = 0) -> Seq2SeqModel:
+def _model(config: RNNConfig | TransformerConfig | ConvConfig, seed: int = 0) -> Seq2SeqModel:
     torch.manual_seed(seed)
     return build_model(config, VOCAB, VOCAB).eval()
 
@@ -100,7 +116,7 @@ def _decode(
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_name)
-def test_forward_equals_step_by_step(config: RNNConfig | TransformerConfig) -> None:
+def test_forward_equals_step_by_step(config: RNNConfig | TransformerConfig | ConvConfig) -> None:
     model = _model(config)
     src, mask = _batch([7, 4, 1], seed=1)
     tgt_in, _ = _batch([6, 6, 6], seed=2)
@@ -118,7 +134,7 @@ def test_forward_equals_step_by_step(config: RNNConfig | TransformerConfig) -> N
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_name)
-def test_padding_changes_nothing(config: RNNConfig | TransformerConfig) -> None:
+def test_padding_changes_nothing(config: RNNConfig | TransformerConfig | ConvConfig) -> None:
     """A sentence decodes the same alone and next to longer sources and targets."""
     model = _model(config)
     src, mask = _batch([5, 9], seed=3)
@@ -132,7 +148,7 @@ def test_padding_changes_nothing(config: RNNConfig | TransformerConfig) -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_name)
-def test_select_follows_rows(config: RNNConfig | TransformerConfig) -> None:
+def test_select_follows_rows(config: RNNConfig | TransformerConfig | ConvConfig) -> None:
     """Decode 3 steps, permute (and duplicate/drop) rows of state and memory, decode on: each row
     continues exactly as its source row would have."""
     model = _model(config)
@@ -152,7 +168,7 @@ def test_select_follows_rows(config: RNNConfig | TransformerConfig) -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_name)
-def test_repeated_rows_decode_like_their_sentence(config: RNNConfig | TransformerConfig) -> None:
+def test_repeated_rows_decode_like_their_sentence(config: RNNConfig | TransformerConfig | ConvConfig) -> None:
     """memory.repeat_rows (beams; the Transformer shares a sentence's cross-attention memory among them),
     then dropping whole sentences, then single rows: every row still decodes as its sentence."""
     model = _model(config)
@@ -207,8 +223,10 @@ def test_transformer_attention_only_on_request() -> None:
     assert torch.allclose(picked, state.head_attention[1:])
 
 
-@pytest.mark.parametrize("config", [RNN_CONFIGS[0], RNN_CONFIGS[-3], TRANSFORMER_CONFIGS[0]], ids=_name)
-def test_forward_trains_through_every_parameter(config: RNNConfig | TransformerConfig) -> None:
+@pytest.mark.parametrize(
+    "config", [RNN_CONFIGS[0], RNN_CONFIGS[-3], TRANSFORMER_CONFIGS[0], *CONV_CONFIGS], ids=_name
+)
+def test_forward_trains_through_every_parameter(config: RNNConfig | TransformerConfig | ConvConfig) -> None:
     model = _model(config).train()
     src, mask = _batch([5, 3], seed=10)
     tgt_in, _ = _batch([4, 4], seed=11)
@@ -267,10 +285,11 @@ def _copy_batch(generator: torch.Generator, size: int = 32) -> tuple[Tensor, Ten
             ),
             3e-3,
         ),
+        (ConvConfig(embed_dim=32, encoder_channels=64, decoder_channels=64, dropout=0.0), 3e-3),
     ],
-    ids=["rnn", "pointer-generator", "transformer"],
+    ids=["rnn", "pointer-generator", "transformer", "conv"],
 )
-def test_tiny_model_learns_to_copy(config: RNNConfig | TransformerConfig, lr: float) -> None:
+def test_tiny_model_learns_to_copy(config: RNNConfig | TransformerConfig | ConvConfig, lr: float) -> None:
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     model = build_model(config, 12, 12)

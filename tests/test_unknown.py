@@ -13,7 +13,7 @@ from conftest import tiny_config
 from toy_model import ToyModel
 
 from seqsmith import api
-from seqsmith.config import GenerateConfig, RNNConfig, TokenizerConfig, TransformerConfig
+from seqsmith.config import ConvConfig, GenerateConfig, RNNConfig, TokenizerConfig, TransformerConfig
 from seqsmith.data.tokenizer import Tokenizers, WordTokenizer
 from seqsmith.generation.generator import Generator, search_all
 from seqsmith.generation.unknown import replace_unknown
@@ -64,6 +64,7 @@ def _families() -> dict[str, Any]:
         "gru": RNNConfig(**small),  # type: ignore[arg-type]
         "lstm": RNNConfig(cell="lstm", attention="luong_general", **small),  # type: ignore[arg-type]
         "pointer": RNNConfig(pointer_generator=True, coverage=True, share_embeddings=True, **small),  # type: ignore[arg-type]
+        "conv": ConvConfig(embed_dim=16, encoder_channels=16, decoder_channels=16, dropout=0.0),
     }
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from seqsmith.config import RNNConfig, TransformerConfig
+from seqsmith.config import ConvConfig, RNNConfig, TransformerConfig
 from seqsmith.errors import SeqsmithError
+from seqsmith.models.conv import ConvModel
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.pointer_generator import PointerGeneratorModel
 from seqsmith.models.rnn import RNNModel
@@ -21,7 +22,7 @@ _NEEDS_JOINT = (
 
 
 def build_model(
-    config: TransformerConfig | RNNConfig,
+    config: TransformerConfig | RNNConfig | ConvConfig,
     source_vocab_size: int,
     target_vocab_size: int,
     joint_vocabulary: bool = True,
@@ -49,6 +50,8 @@ def build_model(
             model = PointerGeneratorModel(config, source_vocab_size, target_vocab_size)
         else:
             model = RNNModel(config, source_vocab_size, target_vocab_size)
+    elif isinstance(config, ConvConfig):
+        model = ConvModel(config, source_vocab_size, target_vocab_size)
     else:
         model = TransformerModel(config, source_vocab_size, target_vocab_size)
     logger.info(describe(model))
@@ -58,25 +61,6 @@ def build_model(
 def describe(model: Seq2SeqModel) -> str:
     """E.g. ``transformer d_model=256 heads=4 layers=3+3 ffn=1024 pre-norm ...: 7,612,416 parameters``."""
     config = getattr(model, "config", None)
-    if isinstance(config, RNNConfig):
-        direction = "bidirectional " if config.bidirectional else ""
-        feeding = ", input feeding" if config.input_feeding else ""
-        feeding += ", pointer-generator" if config.pointer_generator else ""
-        feeding += ", coverage" if config.coverage else ""
-        shape = (
-            f"{config.cell} {direction}layers={config.encoder_layers}+{config.decoder_layers} "
-            f"embed={config.embed_dim} hidden={config.hidden_dim} attention={config.attention}{feeding}"
-        )
-    elif config is not None:
-        shape = (
-            f"transformer d_model={config.d_model} heads={config.heads} "
-            f"layers={config.encoder_layers}+{config.decoder_layers} ffn={config.ffn_dim} "
-            f"{config.norm}-norm {config.positions} positions {config.activation}"
-        )
-    elif (hf_config := getattr(getattr(model, "hf", None), "config", None)) is not None:
-        shape = f"pretrained {hf_config.model_type}"
-    else:
-        shape = type(model).__name__
     sharing = [name for name in ("share_embeddings", "tie_output") if getattr(config, name, False)]
     extra = f" ({', '.join(sharing)})" if sharing else ""
-    return f"{shape}{extra}: {model.num_parameters():,} parameters"
+    return f"{model.shape()}{extra}: {model.num_parameters():,} parameters"

@@ -118,6 +118,9 @@ class HFSeq2Seq(Seq2SeqModel):
     vocabulary_rows: ClassVar[dict[str, str]] = {}
     encoder_prefixes = ("hf.model.encoder.",)
 
+    def shape(self) -> str:
+        return f"pretrained {self.hf.config.model_type}"
+
     @property
     def output_size(self) -> int:
         return self.vocab_size + 1

@@ -133,6 +133,10 @@ class Seq2SeqModel(nn.Module, ABC):
         returned once, then cleared."""
         return None
 
+    def shape(self) -> str:
+        """The architecture in a few words, for the log line ``describe`` writes."""
+        return type(self).__name__
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

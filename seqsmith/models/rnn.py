@@ -115,6 +115,17 @@ class RNNModel(Seq2SeqModel):
 
     encoder_prefixes = ("encoder.",)
 
+    def shape(self) -> str:
+        config = self.config
+        direction = "bidirectional " if config.bidirectional else ""
+        feeding = ", input feeding" if config.input_feeding else ""
+        feeding += ", pointer-generator" if config.pointer_generator else ""
+        feeding += ", coverage" if config.coverage else ""
+        return (
+            f"{config.cell} {direction}layers={config.encoder_layers}+{config.decoder_layers} "
+            f"embed={config.embed_dim} hidden={config.hidden_dim} attention={config.attention}{feeding}"
+        )
+
     @property
     def output_size(self) -> int:
         return self.target_vocab_size

@@ -354,6 +354,14 @@ class TransformerModel(Seq2SeqModel):
 
     encoder_prefixes = ("encoder_layers.", "encoder_norm.", "source_positions.")
 
+    def shape(self) -> str:
+        config = self.config
+        return (
+            f"transformer d_model={config.d_model} heads={config.heads} "
+            f"layers={config.encoder_layers}+{config.decoder_layers} ffn={config.ffn_dim} "
+            f"{config.norm}-norm {config.positions} positions {config.activation}"
+        )
+
     @property
     def output_size(self) -> int:
         return self.target_vocab_size
