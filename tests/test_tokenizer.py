@@ -136,6 +136,26 @@ def test_byte_fallback_spells_unknown_symbols_in_bytes() -> None:
     assert spm.unknown_surfaces("Amanda ☃") == {}
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(st.characters(categories=["L"]), min_size=1, max_size=8), min_size=1, max_size=4))
+def test_word_marks_spell_each_word_as_written(words: list[str]) -> None:
+    """What generate.whole_words reads: per word, its first piece begins it (capitalized as the word
+    is), the rest glue on, and their surfaces put together are the word's UTF-8 bytes."""
+    spm = byte_tokenizers("sentencepiece")
+    marks = spm.word_marks()
+    assert marks is not None
+    for word in words:
+        normalized = spm.decode(spm.encode(word))  # SentencePiece's NFKC, which may change a letter
+        if " " in normalized or not normalized.isalpha():
+            continue
+        ids = spm.encode(normalized)
+        assert [marks.starts[i] for i in ids] == [True] + [False] * (len(ids) - 1)
+        bare = spm.piece(ids[0]) == "\u2581"  # the next piece spells the word
+        assert marks.capital[ids[0]] == (bare or normalized[0].isupper())
+        assert all(marks.glues[i] for i in ids[1:])
+        assert b"".join(marks.surfaces[i] for i in ids) == normalized.encode()
+
+
 def test_unknown_surfaces_name_what_each_unk_stood_for(tmp_path: Path) -> None:
     spm = sentencepiece(tmp_path).source
     text = "Hello ☃ world 😀"

@@ -48,11 +48,14 @@ FORMAT_VERSION = 1
 @dataclass
 class WordMarks:
     """Per id of a subword vocabulary, what search needs to keep a copied word whole: does the piece begin
-    a word, does it glue letters (or bytes) onto the word before it, does it begin a capitalized word."""
+    a word, does it glue letters (or bytes) onto the word before it, may it begin a capitalized word (a
+    capital letter, or the bare word-start mark, whose word the next piece spells), and the UTF-8 bytes
+    it writes (without the word-start mark)."""
 
     starts: list[bool]
     glues: list[bool]
     capital: list[bool]
+    surfaces: list[bytes]
 
 
 class Tokenizer(ABC):
@@ -200,14 +203,18 @@ class SentencePieceTokenizer(Tokenizer):
         """A piece that starts with U+2581 begins a word; special ids count as word boundaries."""
         if self._marks is not None:
             return self._marks
-        starts, glues, capital = [], [], []
+        starts, glues, capital, surfaces = [], [], [], []
         for i in range(self.vocab_size):
             piece = self.piece(i)
-            start = piece.startswith("\u2581") or i in HIDDEN or self.processor.is_control(i)
+            special = i in HIDDEN or bool(self.processor.is_control(i))
+            start = piece.startswith("\u2581") or special
+            byte = bool(self.processor.is_byte(i))
             starts.append(start)
-            glues.append(not start and (bool(self.processor.is_byte(i)) or piece[:1].isalnum()))
-            capital.append(start and piece.lstrip("\u2581")[:1].isupper())
-        self._marks = WordMarks(starts, glues, capital)
+            glues.append(not start and (byte or piece[:1].isalnum()))
+            capital.append(piece == "\u2581" or (start and piece.lstrip("\u2581")[:1].isupper()))
+            text = b"" if special else piece.lstrip("\u2581").encode()
+            surfaces.append(bytes([int(piece[3:5], 16)]) if byte else text)
+        self._marks = WordMarks(starts, glues, capital, surfaces)
         return self._marks
 
     def unknown_surfaces(self, text: str) -> dict[int, str]:

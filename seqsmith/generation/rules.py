@@ -10,77 +10,12 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from seqsmith.config import GenerateConfig
 from seqsmith.data.tokenizer import WordMarks
+from seqsmith.generation.whole_words import WholeWords
 from seqsmith.models.interface import Seq2SeqModel
-
-
-@dataclasses.dataclass
-class WholeWords:
-    """A capitalized source word (a name) that an output has begun is finished as the source spells it,
-    and one the source ends is not glued onto (``generate.whole_words``; See et al.'s copy model writes
-    such words piece by piece, and one wrong piece garbles a name).
-
-    The output's current word is the pieces since its last word start; where it equals the beginning of
-    a capitalized source word, only that word's next piece may follow, or, where the source word ends
-    there, anything but a piece that glues letters on. Per row: ``src`` (rows, src_len) the source ids,
-    compared with output ids (a joint vocabulary); the marks (vocabulary,) come from the tokenizer, and
-    ids past them (copy slots) count as whole words.
-    """
-
-    src: Tensor
-    starts: Tensor
-    glues: Tensor
-    capital: Tensor
-
-    @classmethod
-    def from_marks(cls, marks: WordMarks, src: Tensor) -> WholeWords:
-        def table(values: list[bool]) -> Tensor:
-            return torch.tensor(values, dtype=torch.bool, device=src.device)
-
-        return cls(src, table(marks.starts), table(marks.glues), table(marks.capital))
-
-    def select(self, rows: Tensor) -> WholeWords:
-        return dataclasses.replace(self, src=self.src.index_select(0, rows))
-
-    @staticmethod
-    def _look_up(table: Tensor, ids: Tensor, past: bool) -> Tensor:
-        inside = table[ids.clamp(min=0, max=table.numel() - 1)]
-        return torch.where((ids >= 0) & (ids < table.numel()), inside, past)
-
-    def mask(self, scores: Tensor, history: Tensor) -> None:
-        """-inf, in place, at every piece row r may not write next (``history``: (rows, steps))."""
-        rows, steps = history.shape
-        if steps == 0:
-            return
-        position = torch.arange(steps, device=history.device)
-        starts = self._look_up(self.starts, history, True)
-        last_start = torch.where(starts, position, -1).amax(dim=1)
-        length = steps - last_start  # pieces of the current word, its first included
-        first = history.gather(1, last_start.clamp(min=0).unsqueeze(1)).squeeze(1)
-        live = (last_start >= 0) & self._look_up(self.capital, first, False)
-        if not bool(live.any()):
-            return
-        src, width = self.src, self.src.size(1)
-        match = live.unsqueeze(1).expand(rows, width).clone()  # the word equals the source up to i
-        for k in range(int(length[live].max())):
-            shifted = F.pad(src, (k, 0), value=-1)[:, :width]  # shifted[:, i] = src[:, i - k]
-            match &= (k >= length).unsqueeze(1) | (shifted == history[:, steps - 1 - k].unsqueeze(1))
-        following = F.pad(src[:, 1:], (0, 1), value=-1)
-        continues = match & self._look_up(self.glues, following, False)
-        allowed = (
-            torch.zeros_like(scores).scatter_add_(
-                1, following.clamp(min=0, max=scores.size(1) - 1), continues.to(scores.dtype)
-            )
-            > 0
-        )
-        glues = F.pad(self.glues, (0, max(scores.size(1) - self.glues.numel(), 0)))[: scores.size(1)]
-        may_end = (match & ~continues).any(dim=1, keepdim=True)
-        blocked = torch.where(may_end, glues.unsqueeze(0) & ~allowed, ~allowed)
-        scores.masked_fill_(blocked & match.any(dim=1, keepdim=True), float("-inf"))
 
 
 @dataclasses.dataclass
