@@ -110,7 +110,7 @@ def test_every_shipped_config_is_valid() -> None:
 
 
 def test_reference_config_documents_every_option() -> None:
-    from seqsmith.config import Config, PretrainedConfig, RNNConfig
+    from seqsmith.config import Config, ConvConfig, PretrainedConfig, RNNConfig
 
     path = REPO / "configs" / "reference.yaml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -123,4 +123,5 @@ def test_reference_config_documents_every_option() -> None:
     assert set(raw["model"]) == set(TransformerConfig.model_fields)
     text = path.read_text(encoding="utf-8")
     assert all(f"#   {name}:" in text for name in RNNConfig.model_fields)
+    assert all(f"#   {name}:" in text for name in ConvConfig.model_fields)
     assert all(f"#   {name}:" in text for name in PretrainedConfig.model_fields)
