@@ -21,6 +21,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from seqsmith.data.tokenizer import Tokenizers, encode_source
 from seqsmith.fileio import atomic_write_text
 from seqsmith.generation.generator import search_all
 from seqsmith.models.build import build_model, describe
+from seqsmith.models.model_dir import TOKENIZER
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMS = {
@@ -63,7 +65,7 @@ def train_rate(config: Path, steps: int, threads: int) -> float:
 def decode_seconds(config_path: Path, sentences: int, threads: int) -> tuple[float, str]:
     torch.set_num_threads(threads)
     config = load_config(config_path)
-    tokenizers = Tokenizers.load(Path(config.data.output_dir))
+    tokenizers = Tokenizers.load(Path(config.data.output_dir) / TOKENIZER)
     torch.manual_seed(0)
     model = build_model(config.model, tokenizers.source.vocab_size, tokenizers.target.vocab_size).eval()
     test = Path(f"{config.data.test}.{config.data.source_suffix}").read_text(encoding="utf-8").splitlines()
@@ -76,7 +78,7 @@ def decode_seconds(config_path: Path, sentences: int, threads: int) -> tuple[flo
     started = time.perf_counter()
     found = search_all(model, sources, search)
     seconds = time.perf_counter() - started
-    assert all(len(nbest[0].tokens) == OUTPUT_TOKENS + 1 for nbest in found), "outputs of another length"
+    assert all(len(nbest[0].tokens) == OUTPUT_TOKENS for nbest in found), "outputs of another length"
     return seconds, describe(model)
 
 
@@ -124,7 +126,7 @@ def main() -> None:
     ]
     body = "\n".join(
         [
-            "## The model families (`python bench/architectures.py`)",
+            f"## The model families (`{' '.join(['python bench/architectures.py', *sys.argv[1:]])}`)",
             "",
             f"Host: {results['machine']['processor']}, {args.threads} threads, {args.repeats} repeats "
             f"(load before {load}). Training: median target tokens/s of `seqsmith train` after 40 updates "
