@@ -26,9 +26,8 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from seqsmith.config import ConvConfig
-from seqsmith.errors import SeqsmithError
 from seqsmith.models.dropout import Dropout
-from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel
+from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel, check_positions
 from seqsmith.specials import PAD_ID
 
 HALF = math.sqrt(0.5)
@@ -200,17 +199,9 @@ class ConvModel(Seq2SeqModel):
     def max_output_length(self) -> int:
         return self.config.max_positions - 1
 
-    def _check_length(self, length: int, what: str) -> None:
-        if length > self.config.max_positions:
-            raise SeqsmithError(
-                f"{what} of {length} tokens exceeds model.max_positions={self.config.max_positions}; "
-                "shorten it (data.max_source_length / max_target_length, generate.max_length_a/b) "
-                "or train a model with a larger model.max_positions"
-            )
-
     def encode(self, src: Tensor, src_mask: Tensor) -> ConvMemory:
         batch, length = src.shape
-        self._check_length(length, "a source")
+        check_positions(self.config.max_positions, length, "a source")
         positions = torch.arange(length, device=src.device)
         embedded = self.dropout(self.source_embedding(src) + self.source_positions(positions))
         padding = ~src_mask.unsqueeze(-1)
@@ -241,7 +232,7 @@ class ConvModel(Seq2SeqModel):
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
         memory = self.encode(src, src_mask)
-        self._check_length(tgt_in.size(1), "a target")
+        check_positions(self.config.max_positions, tgt_in.size(1), "a target")
         embedded = self._target_embedding(tgt_in, 0)
         x = self.decoder.project_in(embedded)
         for i, block in enumerate(self.decoder.layers()):
@@ -258,7 +249,7 @@ class ConvModel(Seq2SeqModel):
         if not isinstance(memory, ConvMemory):
             raise TypeError("ConvModel.decode_step needs the memory returned by ConvModel.encode")
         t = 0 if state is None else state.length
-        self._check_length(t + 1, "an output")
+        check_positions(self.config.max_positions, t + 1, "an output")
         blocks = self.decoder.layers()
         embedded = self._target_embedding(prev_ids.unsqueeze(1), t)
         x = self.decoder.project_in(embedded)

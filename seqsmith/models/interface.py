@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar, cast
 import torch
 from torch import Tensor, nn
 
+from seqsmith.errors import SeqsmithError
 from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
 
 T = TypeVar("T", bound="Reorderable")
@@ -29,6 +30,16 @@ M = TypeVar("M", bound="Memory")
 def repeated(rows: int, times: int, device: torch.device) -> Tensor:
     """Row indices 0, 0, ..., 1, 1, ...: each of ``rows`` rows ``times`` times in a row (beams, samples)."""
     return torch.arange(rows, device=device).repeat_interleave(times)
+
+
+def check_positions(max_positions: int, length: int, what: str) -> None:
+    """The one-line error of a model with a position table when a sequence outgrows it."""
+    if length > max_positions:
+        raise SeqsmithError(
+            f"{what} of {length} tokens exceeds model.max_positions={max_positions}; "
+            "shorten it (data.max_source_length / max_target_length, generate.max_length_a/b) "
+            "or train a model with a larger model.max_positions"
+        )
 
 
 def _select(value: Any, indices: Tensor) -> Any:

@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqsmith.config import TransformerConfig
-from seqsmith.errors import SeqsmithError
 from seqsmith.models.dropout import Dropout, dropout
-from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel, repeated
+from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel, check_positions, repeated
 from seqsmith.specials import PAD_ID
 
 _CACHE_CHUNK = 32  # decoding steps the self-attention buffer grows by
@@ -384,17 +383,9 @@ class TransformerModel(Seq2SeqModel):
         embeddings = " and its token embeddings" if self.config.init_encoder_embeddings else ""
         return [f"encoder{embeddings} from the Marian model {source}"]
 
-    def _check_length(self, length: int, what: str) -> None:
-        if length > self.config.max_positions:
-            raise SeqsmithError(
-                f"{what} of {length} tokens exceeds model.max_positions={self.config.max_positions}; "
-                "shorten it (data.max_source_length / max_target_length, generate.max_length_a/b) "
-                "or train a model with a larger model.max_positions"
-            )
-
     def encode(self, src: Tensor, src_mask: Tensor) -> TransformerMemory:
         batch, length = src.shape
-        self._check_length(length, "a source")
+        check_positions(self.config.max_positions, length, "a source")
         x = self.source_embedding(src) * self.embed_scale + self.source_positions.table[:length]
         x = self.dropout(x)
         bias = padding_bias(src_mask, x.dtype)
@@ -418,7 +409,7 @@ class TransformerModel(Seq2SeqModel):
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
         memory = self.encode(src, src_mask)
         length = tgt_in.size(1)
-        self._check_length(length, "a target")
+        check_positions(self.config.max_positions, length, "a target")
         x = self.target_embedding(tgt_in) * self.embed_scale + self.target_positions.table[:length]
         x = self.dropout(x)
         for layer, keys, values in zip(self.decoder_layers, memory.cross_keys, memory.cross_values):
@@ -433,7 +424,7 @@ class TransformerModel(Seq2SeqModel):
         if not isinstance(memory, TransformerMemory):
             raise TypeError("TransformerModel.decode_step needs the memory of TransformerModel.encode")
         rows, t = prev_ids.size(0), 0 if state is None else state.length
-        self._check_length(t + 1, "an output")
+        check_positions(self.config.max_positions, t + 1, "an output")
         if state is None:
             heads, head_dim = self.config.heads, self.config.d_model // self.config.heads
             cache = _CachePool(len(self.decoder_layers), heads, head_dim, memory.states).take(rows, 0)
