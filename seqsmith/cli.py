@@ -78,7 +78,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from seqsmith.serving.app import serve
 
-    serve(args.model_dir, args.host, args.port)
+    serve(args.model_dir, args.host, args.port, args.workers, args.api_key_file, **_options(args.options))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -159,8 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = verbs.add_parser("serve", help="HTTP server with a small web page (needs seqsmith[serve])")
     serve.add_argument("model_dir")
+    serve.add_argument(
+        "options", nargs="*", help="limits over the model's serve settings, e.g. max_beam=8 queue_texts=512"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="processes, each with its own copy of the model"
+    )
+    serve.add_argument(
+        "--api-key-file", help="file with one key a line: clients send Authorization: Bearer KEY"
+    )
     serve.set_defaults(func=cmd_serve)
     return parser
 

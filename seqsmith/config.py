@@ -307,6 +307,7 @@ class GenerateConfig(Section):
     min_length: int = Field(0, ge=0)
     max_length_a: float = Field(1.2, ge=0.0)  # max length = a * source length + b
     max_length_b: int = Field(10, ge=1)
+    max_length: int = Field(1024, ge=1)  # never more output tokens than this (nor than the model's positions)
     fixed_length: bool = False  # output exactly as many tokens as the source (couplets)
     temperature: float = Field(1.0, gt=0.0)
     top_k: int = Field(0, ge=0)
@@ -340,12 +341,31 @@ class EvaluateConfig(Section):
     examples: int = Field(8, ge=0)  # example outputs (with attention pictures) in the HTML report
 
 
+class ServeConfig(Section):
+    """What the server lets one request ask for: caps set by whoever runs it, not by its clients."""
+
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=1 << 30)  # larger bodies get 413 unread
+    max_texts: int = Field(64, ge=1, le=100_000)  # texts in one request
+    max_chars: int = Field(5000, ge=1, le=1_000_000)  # characters in one text
+    max_beam: int = Field(16, ge=1, le=1024)  # caps beam_size (and so nbest)
+    max_output_tokens: int = Field(256, ge=1, le=100_000)  # caps generate.max_length
+    batching: bool = True  # false: one request's texts per search (the baseline of bench/serve_load.py)
+    batch_tokens: int = Field(4000, ge=16, le=1_000_000)  # source tokens x beam in one batched search
+    max_wait_ms: float = Field(5.0, ge=0.0, le=1000.0)  # how long a batch waits for company
+    queue_texts: int = Field(1024, ge=1, le=1_000_000)  # texts waiting; beyond it requests get 429
+    timeout_s: float = Field(30.0, gt=0.0, le=3600.0)  # a request not answered by then gets 504
+    body_timeout_s: float = Field(10.0, gt=0.0, le=600.0)  # a body sent slower than this gets 408
+    threads: int | None = Field(None, ge=1, le=256)  # torch threads per worker (default: cores / workers)
+    cors_origins: list[str] = []  # origins a browser may call the API from; none unless listed
+
+
 class Config(Section):
     data: DataConfig
     model: ModelConfig = TransformerConfig()
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    serve: ServeConfig = ServeConfig()
 
     @model_validator(mode="before")
     @classmethod

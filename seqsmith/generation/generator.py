@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,15 @@ class Output:
     tokens: list[int]
     token_log_probs: list[float]
     attention: list[list[float]] | None = None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One input text with its encoder ids and the out-of-vocabulary words a copy model may copy."""
+
+    text: str
+    ids: list[int]
+    oovs: list[str]
 
 
 def length_batches(lengths: Sequence[int], batch_tokens: int) -> Iterator[np.ndarray]:
@@ -152,14 +161,15 @@ class Generator:
             options["beam_size"] = beam
         unknown = sorted(set(options) - set(GenerateConfig.model_fields))
         if unknown:
+            named = ", ".join(repr(name[:40]) for name in unknown[:3]) + (" ..." if len(unknown) > 3 else "")
             raise SeqsmithError(
-                f"unknown generation option(s) {unknown}; valid: {sorted(GenerateConfig.model_fields)}"
+                f"unknown generation option(s) {named}; valid: {', '.join(GenerateConfig.model_fields)}"
             )
         try:
             return GenerateConfig.model_validate({**self.config.model_dump(), **options})
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise SeqsmithError(f"invalid generation options {options}: {problems}") from None
+        except ValidationError as error:  # names the option and the rule, never echoes the value back
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+            raise SeqsmithError(f"invalid generation options: {problems}") from None
 
     def source_oovs(self, text: str) -> list[str]:
         """The source words outside the vocabulary that the model may copy (pointer-generator only)."""
@@ -171,15 +181,26 @@ class Generator:
         oovs = self.source_oovs(text) if oovs is None else oovs
         return encode_source(self.tokenizers, text, data.max_source_length, data.truncate_source_from, oovs)
 
-    def generate_full(self, texts: Sequence[str], **options: Any) -> list[list[Output]]:
-        config = self.settings(**options)
-        all_oovs = [self.source_oovs(t) for t in texts]
-        sources = [self.encode(t, o) for t, o in zip(texts, all_oovs, strict=True)]
-        results = search_all(self.model, sources, config, word_marks(self.tokenizers, config))
+    def pieces(self, ids: Sequence[int], oovs: Sequence[str], side: Literal["source", "target"]) -> list[str]:
+        """What each id stands for, a copy id as the source word it copies (labels of attention pictures)."""
+        tokenizer = self.tokenizers.source if side == "source" else self.tokenizers.target
+        size = tokenizer.vocab_size
+        return [tokenizer.piece(i) if i < size else oovs[i - size] for i in map(int, ids)]
+
+    def encode_texts(self, texts: Sequence[str]) -> list[Encoded]:
+        """Texts as the search reads them; the server encodes on arrival to size its batches."""
+        encoded = []
+        for text in texts:
+            oovs = self.source_oovs(text)
+            encoded.append(Encoded(text, self.encode(text, oovs), oovs))
+        return encoded
+
+    def generate_encoded(self, inputs: Sequence[Encoded], config: GenerateConfig) -> list[list[Output]]:
+        results = search_all(self.model, [i.ids for i in inputs], config, word_marks(self.tokenizers, config))
         return [
             [
                 Output(
-                    detokenize(self.model, self.tokenizers, config, text, source, oovs, h),
+                    detokenize(self.model, self.tokenizers, config, i.text, i.ids, i.oovs, h),
                     h.score,
                     h.tokens,
                     h.token_log_probs,
@@ -187,8 +208,11 @@ class Generator:
                 )
                 for h in nbest
             ]
-            for nbest, text, source, oovs in zip(results, texts, sources, all_oovs, strict=True)
+            for nbest, i in zip(results, inputs, strict=True)
         ]
+
+    def generate_full(self, texts: Sequence[str], **options: Any) -> list[list[Output]]:
+        return self.generate_encoded(self.encode_texts(texts), self.settings(**options))
 
     def generate(self, texts: Sequence[str], **options: Any) -> list[str]:
         return [nbest[0].text for nbest in self.generate_full(texts, **options)]

@@ -49,18 +49,17 @@ class LengthLimits:
         marks: WordMarks | None = None,
     ) -> LengthLimits:
         """Source length = real tokens other than BOS/EOS; max length = a * that + b (never below min), and
-        never past ``model.max_output_length``: the one bound on search memory, whatever the options.
+        never past ``config.max_length`` nor ``model.max_output_length``: the one bound on search memory.
         With ``config.whole_words`` and the tokenizer's ``marks``, the rows also keep copied names whole."""
+        longest = min(model.max_output_length, config.max_length)
         real = src_mask & (src != model.eos_id) & (src != model.bos_id)
-        src_len = real.sum(1).clamp(max=model.max_output_length)
+        src_len = real.sum(1).clamp(max=longest)
         words = WholeWords.from_marks(marks, src) if config.whole_words and marks is not None else None
         if config.fixed_length:
             return cls(src_len, src_len.clone(), words=words)
-        max_len = (config.max_length_a * src_len.double()).floor().clamp(max=model.max_output_length).long()
-        min_len = torch.full_like(src_len, min(config.min_length, model.max_output_length))
-        max_len = (max_len + min(config.max_length_b, model.max_output_length)).clamp(
-            max=model.max_output_length
-        )
+        max_len = (config.max_length_a * src_len.double()).floor().clamp(max=longest).long()
+        min_len = torch.full_like(src_len, min(config.min_length, longest))
+        max_len = (max_len + min(config.max_length_b, longest)).clamp(max=longest)
         return cls(min_len, torch.maximum(max_len, min_len), words=words)
 
     def select(self, rows: Tensor) -> LengthLimits:
