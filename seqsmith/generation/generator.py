@@ -168,7 +168,10 @@ class Generator:
         try:
             return GenerateConfig.model_validate({**self.config.model_dump(), **options})
         except ValidationError as error:  # names the option and the rule, never echoes the value back
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in error.errors()[:5]
+            )
             raise SeqsmithError(f"invalid generation options: {problems}") from None
 
     def source_oovs(self, text: str) -> list[str]:

@@ -105,6 +105,14 @@ def capped_settings(generator: Generator, request: GenerateRequest, limits: Serv
         settings = generator.settings(**request.options)
     except SeqsmithError as error:
         raise ClientError(400, str(error)) from None
+    for name in ("max_length", "max_length_b", "min_length"):
+        asked = getattr(settings, name)
+        if name in request.options and asked > limits.max_output_tokens:
+            raise ClientError(
+                400,
+                f"options.{name}={asked} is above this server's limit of {limits.max_output_tokens} "
+                "output tokens (serve.max_output_tokens)",
+            )
     if settings.beam_size > limits.max_beam:
         raise ClientError(
             400,
@@ -155,42 +163,48 @@ async def _stopping(batcher: Batcher) -> AsyncIterator[None]:
     batcher.stop()
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _SlowBody(Exception):
-    pass
-
-
 class Guard:
-    """ASGI middleware: bounds the body in bytes and in time, and counts every response by status."""
+    """ASGI middleware: reads the body whole, within ``max_body_bytes`` and ``body_timeout_s``, before the app
+    sees the request (so a body too large or too slow is refused here), and counts every response."""
 
     def __init__(self, app: Any, limits: ServeConfig, metrics: Metrics) -> None:
         self.app, self.limits, self.metrics = app, limits, metrics
+
+    async def _body(self, scope: Message, receive: Receive) -> bytes | tuple[int, str]:
+        """The body, or the status and detail of why it was refused."""
+        limit = self.limits.max_body_bytes
+        too_large = (
+            413,
+            f"the body is larger than this server's limit of {limit} bytes (serve.max_body_bytes)",
+        )
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return too_large
+        chunks, size = [], 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_timeout_s
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                return (
+                    408,
+                    f"the body did not arrive within {self.limits.body_timeout_s:g} s (serve.body_timeout_s)",
+                )
+            if message["type"] != "http.request":
+                return 400, "the client hung up before its body arrived"
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                return too_large
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started, status = time.monotonic(), 500
-        limit = self.limits.max_body_bytes
-        received, body_done = 0, False
-
-        async def bounded_receive() -> Message:
-            nonlocal received, body_done
-            if body_done:
-                return await receive()
-            try:
-                message = await asyncio.wait_for(receive(), self.limits.body_timeout_s)
-            except asyncio.TimeoutError:
-                raise _SlowBody from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                body_done = not message.get("more_body", False)
-                if received > limit:
-                    raise _BodyTooLarge
-            return message
 
         async def counted_send(message: Message) -> None:
             nonlocal status
@@ -199,16 +213,20 @@ class Guard:
             await send(message)
 
         try:
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > limit):
-                raise _BodyTooLarge
-            await self.app(scope, bounded_receive, counted_send)
-        except _BodyTooLarge:
-            detail = f"the body is larger than this server's limit of {limit} bytes (serve.max_body_bytes)"
-            await JSONResponse({"detail": detail}, 413)(scope, receive, counted_send)
-        except _SlowBody:
-            detail = f"the body did not arrive within {self.limits.body_timeout_s:g} s (serve.body_timeout_s)"
-            await JSONResponse({"detail": detail}, 408)(scope, receive, counted_send)
+            body = await self._body(scope, receive)
+            if isinstance(body, tuple):
+                await JSONResponse({"detail": body[1]}, body[0])(scope, receive, counted_send)
+                return
+            delivered = False
+
+            async def replay() -> Message:
+                nonlocal delivered
+                if delivered:
+                    return await receive()  # what comes next is the client hanging up
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, counted_send)
         finally:
             self.metrics.response(status, time.monotonic() - started)
 

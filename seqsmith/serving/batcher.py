@@ -1,7 +1,8 @@
 """Dynamic batching: requests queue, one worker thread searches them together.
 
 The worker takes the oldest job, then adds queued jobs whose search settings agree until the batch holds
-``batch_tokens`` (source tokens x beam) or the first job has waited ``max_wait`` seconds; one search runs
+``batch_tokens`` (source tokens x beam) or, when the batch before had company, the first job has waited
+``max_wait`` seconds (a lone client is never kept waiting); one search runs
 them all and each job gets its own results back. The queue is bounded in texts, so a flood of requests
 is refused at the door (``QueueFull``) instead of growing memory. Jobs a client gave up on are dropped
 before they are searched (``cancel``).
@@ -52,6 +53,7 @@ class Batcher:
         self.queue_texts, self.batching, self.on_batch = queue_texts, batching, on_batch
         self.pending: deque[Job] = deque()
         self.queued_texts = 0
+        self.last_batch = 0  # jobs in the batch before
         self.condition = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._work, name="seqsmith-batcher", daemon=True)
@@ -97,7 +99,8 @@ class Batcher:
             first = self.pending[0]
             self._take(first)
             batch, cost = [first], first.cost
-            deadline = first.enqueued + self.max_wait
+            # wait for company only under load: a lone client's request starts at once
+            deadline = first.enqueued + (self.max_wait if self.last_batch > 1 else 0.0)
             while self.batching and cost < self.batch_tokens:
                 fitting = next(
                     (j for j in self.pending if j.key == first.key and cost + j.cost <= self.batch_tokens),
@@ -112,6 +115,7 @@ class Batcher:
                 if remaining <= 0 or self.stopping:
                     break
                 self.condition.wait(timeout=remaining)
+            self.last_batch = len(batch)
             return batch
 
     def _work(self) -> None:
