@@ -324,6 +324,13 @@ class GenerateConfig(Section):
     # spells it, and not glued onto (needs a joint SentencePiece vocabulary; generation/rules.py)
     whole_words: bool = False
 
+    @property
+    def width(self) -> int:
+        """Hypotheses searched side by side per sentence: what a batch's memory scales with."""
+        if self.method in ("beam", "diverse_beam"):
+            return self.beam_size
+        return self.nbest if self.method == "sample" else 1
+
     @model_validator(mode="after")
     def _consistent(self) -> GenerateConfig:
         if self.nbest > self.beam_size:

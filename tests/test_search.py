@@ -221,6 +221,11 @@ def test_min_max_and_fixed_length() -> None:
             short = generate_ids(model, src, mask, options.model_copy(update={"max_length_a": 0.5}))
             for sentence, hyps in zip(SENTENCES, short, strict=True):
                 assert all(len(h.tokens) <= len(sentence) // 2 + 4 for h in hyps)
+            capped = options.model_copy(update={"max_length_b": 10**8, "max_length": 3, "min_length": 10**6})
+            assert all(len(h.tokens) == 3 for hyps in generate_ids(model, src, mask, capped) for h in hyps)
+            for sampled in ("sample", "greedy"):
+                capped = capped.model_copy(update={"method": sampled, "nbest": 1})
+                assert all(len(h.tokens) == 3 for hyps in generate_ids(model, src, mask, capped) for h in hyps)
             fixed = generate_ids(model, src, mask, options.model_copy(update={"fixed_length": True}))
             for sentence, hyps in zip(SENTENCES, fixed, strict=True):
                 assert hyps and all(len(h.tokens) == len(sentence) for h in hyps)

@@ -71,7 +71,7 @@ def search_all(
     """Search every source (ids ending with EOS) in length-sorted batches; results in input order."""
     results: list[list[Hypothesis]] = [[] for _ in sources]
     device = next(model.parameters()).device
-    for indices in length_batches([len(s) for s in sources], config.batch_tokens // max(config.beam_size, 1)):
+    for indices in length_batches([len(s) for s in sources], config.batch_tokens // config.width):
         src, mask = pad([sources[i] for i in indices], model.pad_id)
         found = generate_ids(model, src.to(device), mask.to(device), config, marks)
         for index, hypotheses in zip(indices, found):

@@ -113,10 +113,11 @@ def capped_settings(generator: Generator, request: GenerateRequest, limits: Serv
                 f"options.{name}={asked} is above this server's limit of {limits.max_output_tokens} "
                 "output tokens (serve.max_output_tokens)",
             )
-    if settings.beam_size > limits.max_beam:
+    if settings.width > limits.max_beam:
+        name = "nbest" if settings.method == "sample" else "beam_size"
         raise ClientError(
             400,
-            f"options.beam_size={settings.beam_size} is above this server's limit of {limits.max_beam} "
+            f"options.{name}={settings.width} is above this server's limit of {limits.max_beam} "
             "(serve.max_beam)",
         )
     return settings.model_copy(
@@ -338,7 +339,7 @@ def create_app(
         def finish(result: Any) -> None:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
 
-        cost = sum(len(i.ids) for i in inputs) * settings.beam_size
+        cost = sum(len(i.ids) for i in inputs) * settings.width
         job = Job(inputs, settings, batch_key(settings, next(job_ids)), cost, finish)
         try:
             batcher.submit(job)
@@ -431,5 +432,5 @@ def serve(
     if workers == 1:
         uvicorn.run(app_from_environment(), **options)
         return
-    del _load(settings)[0]  # every setting checked here, once, before any worker starts
+    _load(settings)  # every setting checked here, once, before any worker starts; then freed
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)

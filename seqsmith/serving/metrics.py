@@ -57,6 +57,7 @@ class Metrics:
             self.texts += texts
             self.output_tokens += output_tokens
             self.recent.append((time.monotonic(), output_tokens))
+            self._forget_old()
 
     def batch_done(self, texts: int, seconds: float) -> None:
         with self.lock:
@@ -68,10 +69,14 @@ class Metrics:
         with self.lock:
             self.cancelled += 1
 
-    def tokens_per_second(self) -> float:
+    def _forget_old(self) -> None:
+        """Drop what fell out of the rate window: the deque holds at most a minute of requests."""
         now = time.monotonic()
         while self.recent and self.recent[0][0] < now - RATE_WINDOW:
             self.recent.popleft()
+
+    def tokens_per_second(self) -> float:
+        self._forget_old()
         return sum(n for _, n in self.recent) / RATE_WINDOW
 
     def render(self, queued_texts: int) -> str:
