@@ -225,7 +225,8 @@ def test_min_max_and_fixed_length() -> None:
             assert all(len(h.tokens) == 3 for hyps in generate_ids(model, src, mask, capped) for h in hyps)
             for sampled in ("sample", "greedy"):
                 capped = capped.model_copy(update={"method": sampled, "nbest": 1})
-                assert all(len(h.tokens) == 3 for hyps in generate_ids(model, src, mask, capped) for h in hyps)
+                found = generate_ids(model, src, mask, capped)
+                assert all(len(h.tokens) == 3 for hyps in found for h in hyps)
             fixed = generate_ids(model, src, mask, options.model_copy(update={"fixed_length": True}))
             for sentence, hyps in zip(SENTENCES, fixed, strict=True):
                 assert hyps and all(len(h.tokens) == len(sentence) for h in hyps)

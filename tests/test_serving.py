@@ -209,7 +209,7 @@ SECRET = "Zq7secretZq7"
         ({"texts": ["   "]}, 422, "texts[0] is empty"),
         ({"texts": ["alpha"], "options": {"beam_size": 0}}, 400, "beam_size"),
         ({"texts": ["alpha"], "options": {"method": "beam", "beam_size": 17}}, 400, "beam_size=17 is above"),
-        ({"texts": ["alpha"], "options": {"method": "sample", "nbest": 17, "beam_size": 17}}, 400, "nbest=17"),
+        ({"texts": ["a"], "options": {"method": "sample", "nbest": 17, "beam_size": 17}}, 400, "nbest=17"),
         ({"texts": ["alpha"], "options": {"beam": 500}}, 400, "serve.max_beam"),
         ({"texts": ["alpha"], "options": {"max_length_b": 100_000_000}}, 400, "serve.max_output_tokens"),
         ({"texts": ["alpha"], "options": {"max_length": "1000"}}, 400, "serve.max_output_tokens"),

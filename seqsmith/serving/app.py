@@ -336,8 +336,12 @@ def create_app(
             return JSONResponse({"detail": str(error)}, 400)
         future: asyncio.Future[Any] = loop.create_future()
 
+        def resolve(result: Any) -> None:
+            if not future.done():
+                future.set_result(result)
+
         def finish(result: Any) -> None:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+            loop.call_soon_threadsafe(resolve, result)
 
         cost = sum(len(i.ids) for i in inputs) * settings.width
         job = Job(inputs, settings, batch_key(settings, next(job_ids)), cost, finish)
