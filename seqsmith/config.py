@@ -354,7 +354,7 @@ class ServeConfig(Section):
     max_body_bytes: int = Field(1_000_000, ge=1024, le=1 << 30)  # larger bodies get 413 unread
     max_texts: int = Field(64, ge=1, le=100_000)  # texts in one request
     max_chars: int = Field(5000, ge=1, le=1_000_000)  # characters in one text
-    max_beam: int = Field(16, ge=1, le=1024)  # caps beam_size (and so nbest)
+    max_beam: int = Field(16, ge=1, le=1024)  # caps hypotheses a text: beam_size, or nbest when sampling
     max_output_tokens: int = Field(256, ge=1, le=100_000)  # caps generate.max_length
     batching: bool = True  # false: one request's texts per search (the baseline of bench/serve_load.py)
     batch_tokens: int = Field(4000, ge=16, le=1_000_000)  # source tokens x beam in one batched search

@@ -199,6 +199,7 @@ class Generator:
         return encoded
 
     def generate_encoded(self, inputs: Sequence[Encoded], config: GenerateConfig) -> list[list[Output]]:
+        """Search inputs already encoded with a config already checked (the server's batches)."""
         results = search_all(self.model, [i.ids for i in inputs], config, word_marks(self.tokenizers, config))
         return [
             [
