@@ -227,18 +227,29 @@ def summary(log: list[tuple[int, float]], seconds: float) -> dict[str, Any]:
 
 
 async def level(
-    server: Server, texts: list[str], clients: int, seconds: float, watch: dict[str, Any], with_hostile: bool
+    server: Server,
+    texts: list[str],
+    clients: int,
+    seconds: float,
+    watch: dict[str, Any],
+    with_hostile: bool,
+    min_requests: int = 0,
 ) -> dict[str, Any]:
+    """``clients`` at once for ``seconds``, or until ``min_requests`` (at most three times as long)."""
     log: list[tuple[int, float]] = []
-    stop_at = time.monotonic() + seconds
-    budget = [MAX_REQUESTS_PER_LEVEL]
     started = time.monotonic()
-    tasks = [
-        asyncio.create_task(client(server.port, texts, i * 37, stop_at, log, budget)) for i in range(clients)
-    ]
+    stop_at, hard_stop = started + seconds, started + 3 * seconds
+
+    def more() -> bool:
+        now = time.monotonic()
+        if len(log) >= MAX_REQUESTS_PER_LEVEL:
+            return False
+        return now < stop_at or (len(log) < min_requests and now < hard_stop)
+
+    tasks = [asyncio.create_task(client(server.port, texts, i * 37, more, log)) for i in range(clients)]
 
     async def memory() -> None:
-        while time.monotonic() < stop_at:
+        while more():
             total = watch["before"] + len(log)
             if "rss_after_1000" not in watch and total >= 1000:
                 watch["rss_after_1000"] = rss_mb(server.process.pid)
@@ -257,7 +268,8 @@ async def level(
         extra.append(asyncio.create_task(attack()))
     await asyncio.gather(*tasks, *extra)
     watch["before"] += len(log)
-    result = {"clients": clients, "seconds": round(time.monotonic() - started, 1), **summary(log, seconds)}
+    elapsed = time.monotonic() - started
+    result = {"clients": clients, "seconds": round(elapsed, 1), **summary(log, elapsed)}
     if bad:
         result["hostile"] = bad
     return result

@@ -1,8 +1,8 @@
 """HTTP face over ``Generator``: POST /generate through a dynamic batcher, health, readiness, metrics, a page.
 
-The server's limits (``serve`` in the model's config, overridable at start) cap what a request may ask:
-body size, texts, characters, beam, output length. Every refusal is a 4xx whose ``detail`` names the limit
-and never echoes the request. Requests are read and parsed here; ``batcher.Batcher`` runs the searches.
+The server's limits (``serve`` in the model's config, overridable at start) cap what a request may ask
+(``requests.py``); ``guard.Guard`` bounds the body before the app reads it; ``batcher.Batcher`` runs the
+searches. This module holds the endpoints, API keys and the process start.
 """
 
 from __future__ import annotations
@@ -11,19 +11,18 @@ import asyncio
 import hmac
 import json
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from seqsmith.config import GenerateConfig, ServeConfig
+from seqsmith.config import ServeConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.generation.generator import Encoded, Generator, Output
+from seqsmith.generation.generator import Generator
 from seqsmith.models.build import describe
 from seqsmith.serving.batcher import Batcher, Job, QueueFull
 from seqsmith.serving.metrics import Metrics
@@ -31,205 +30,26 @@ from seqsmith.serving.metrics import Metrics
 try:
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+
+    from seqsmith.serving.guard import Guard
+    from seqsmith.serving.requests import (
+        ClientError,
+        GenerateRequest,
+        answer,
+        batch_key,
+        capped_settings,
+        parse_request,
+    )
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise SeqsmithError("serving needs the serve extra: pip install 'seqsmith[serve]'") from error
 
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ENVIRONMENT = "SEQSMITH_SERVE"  # how `--workers N` hands the settings to each worker process
-
-
-class GenerateRequest(BaseModel):
-    """The body of POST /generate."""
-
-    model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(min_length=1, description="inputs, one text each")
-    options: dict[str, Any] = Field({}, description="generation options (generate.* keys), within the caps")
-    nbest: bool = Field(False, description="return every hypothesis with its score")
-    attention: bool = Field(False, description="return tokens and cross-attention of each hypothesis")
-
-
-class ClientError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
-
-
-def parse_request(body: bytes, limits: ServeConfig) -> GenerateRequest:
-    """The body as a request, or a ClientError that says what is wrong with it and which limit applies."""
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise ClientError(
-            400, f"the body is not UTF-8 (bad byte at offset {error.start}); send UTF-8 JSON"
-        ) from None
-    except json.JSONDecodeError as error:
-        raise ClientError(
-            400, f"the body is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
-    except (ValueError, RecursionError):  # an integer of thousands of digits, or nesting thousands deep
-        raise ClientError(
-            400, "the body is JSON this server does not read (a huge number or deep nesting)"
-        ) from None
-    try:
-        request = GenerateRequest.model_validate(payload)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p)[:40] for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:5]
-        )
-        raise ClientError(422, problems) from None
-    if len(request.texts) > limits.max_texts:
-        raise ClientError(
-            422,
-            f"texts: {len(request.texts)} texts; this server takes {limits.max_texts} a request "
-            "(serve.max_texts): split the request",
-        )
-    for position, text in enumerate(request.texts):
-        if not text.strip():
-            raise ClientError(422, f"texts[{position}] is empty; send at least one non-space character")
-        if len(text) > limits.max_chars:
-            raise ClientError(
-                422,
-                f"texts[{position}] has {len(text)} characters; this server takes {limits.max_chars} "
-                "(serve.max_chars)",
-            )
-    return request
-
-
-def capped_settings(generator: Generator, request: GenerateRequest, limits: ServeConfig) -> GenerateConfig:
-    """The request's options over the model's defaults, inside the server's caps."""
-    if "batch_tokens" in request.options:
-        raise ClientError(400, "options.batch_tokens is the server's to set (serve.batch_tokens)")
-    try:
-        settings = generator.settings(**request.options)
-    except SeqsmithError as error:
-        raise ClientError(400, str(error)) from None
-    for name in ("max_length", "max_length_b", "min_length"):
-        asked = getattr(settings, name)
-        if name in request.options and asked > limits.max_output_tokens:
-            raise ClientError(
-                400,
-                f"options.{name}={asked} is above this server's limit of {limits.max_output_tokens} "
-                "output tokens (serve.max_output_tokens)",
-            )
-    if settings.width > limits.max_beam:
-        name = "nbest" if settings.method == "sample" else "beam_size"
-        raise ClientError(
-            400,
-            f"options.{name}={settings.width} is above this server's limit of {limits.max_beam} "
-            "(serve.max_beam)",
-        )
-    return settings.model_copy(
-        update={
-            "max_length": min(settings.max_length, limits.max_output_tokens),
-            "batch_tokens": limits.batch_tokens,
-            "keep_attention": request.attention,
-        }
-    )
-
-
-def batch_key(settings: GenerateConfig, job_id: int) -> str:
-    """Jobs with equal settings share a search; seeded sampling runs alone so that a seed reproduces."""
-    seeded = settings.method == "sample" and settings.seed is not None
-    return settings.model_dump_json() + (f"#{job_id}" if seeded else "")
-
-
-def answer(
-    generator: Generator, request: GenerateRequest, inputs: list[Encoded], results: list[list[Output]]
-) -> dict[str, Any]:
-    if not (request.nbest or request.attention):
-        return {"outputs": [nbest[0].text for nbest in results]}
-    outputs = []
-    for encoded, nbest in zip(inputs, results):
-        rows = []
-        for output in nbest if request.nbest else nbest[:1]:
-            row: dict[str, Any] = {"text": output.text, "score": output.score}
-            if request.attention:
-                row["target_tokens"] = generator.pieces(
-                    [*output.tokens, generator.model.eos_id], encoded.oovs, "target"
-                )
-                row["attention"] = output.attention
-            rows.append(row)
-        outputs.append(rows)
-    reply: dict[str, Any] = {"outputs": outputs}
-    if request.attention:
-        reply["source_tokens"] = [generator.pieces(e.ids, e.oovs, "source") for e in inputs]
-    return reply
 
 
 @asynccontextmanager
 async def _stopping(batcher: Batcher) -> AsyncIterator[None]:
     yield
     batcher.stop()
-
-
-class Guard:
-    """ASGI middleware: reads the body whole, within ``max_body_bytes`` and ``body_timeout_s``, before the app
-    sees the request (so a body too large or too slow is refused here), and counts every response."""
-
-    def __init__(self, app: Any, limits: ServeConfig, metrics: Metrics) -> None:
-        self.app, self.limits, self.metrics = app, limits, metrics
-
-    async def _body(self, scope: Message, receive: Receive) -> bytes | tuple[int, str]:
-        """The body, or the status and detail of why it was refused."""
-        limit = self.limits.max_body_bytes
-        too_large = (
-            413,
-            f"the body is larger than this server's limit of {limit} bytes (serve.max_body_bytes)",
-        )
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return too_large
-        chunks, size = [], 0
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.body_timeout_s
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
-            except asyncio.TimeoutError:
-                return (
-                    408,
-                    f"the body did not arrive within {self.limits.body_timeout_s:g} s (serve.body_timeout_s)",
-                )
-            if message["type"] != "http.request":
-                return 400, "the client hung up before its body arrived"
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > limit:
-                return too_large
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.monotonic(), 500
-
-        async def counted_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            body = await self._body(scope, receive)
-            if isinstance(body, tuple):
-                await JSONResponse({"detail": body[1]}, body[0])(scope, receive, counted_send)
-                return
-            delivered = False
-
-            async def replay() -> Message:
-                nonlocal delivered
-                if delivered:
-                    return await receive()  # what comes next is the client hanging up
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            await self.app(scope, replay, counted_send)
-        finally:
-            self.metrics.response(status, time.monotonic() - started)
 
 
 def read_api_keys(path: str | Path) -> list[str]:
