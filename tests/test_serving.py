@@ -6,6 +6,7 @@ budget); the app through TestClient; one test starts the real `seqsmith serve` w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -449,3 +450,69 @@ def test_the_cli_server_with_two_workers_and_a_key(
         timeout=120,
     )
     assert bad.returncode == 2 and "unknown serve setting" in bad.stderr
+
+
+def test_a_client_that_hangs_up_is_dropped_before_its_search(model_dir: Path) -> None:
+    """Driven as raw ASGI: TestClient cannot hang up. The second request's client leaves while the first
+    holds the worker; its job must leave the queue unsearched."""
+    generator = api.load(model_dir)
+    searched: list[str] = []
+    search = generator.generate_encoded
+
+    def recording(inputs: Any, settings: Any) -> Any:
+        searched.extend(i.text for i in inputs)
+        return search(inputs, settings)
+
+    generator.generate_encoded = recording  # type: ignore[method-assign]
+
+    async def call(app: Any, path: str, body: bytes, leaves_after: float | None) -> list[dict[str, Any]]:
+        gone_at = None if leaves_after is None else time.monotonic() + leaves_after
+        delivered, sent = False, []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            if gone_at is not None and time.monotonic() >= gone_at:
+                return {"type": "http.disconnect"}
+            await asyncio.sleep(3600)  # nothing more from a client that stays
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST" if body else "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 80),
+        }
+        await app(scope, receive, send)
+        return sent
+
+    async def scenario() -> tuple[int, int, str]:
+        with Gate(generator) as gate:
+            app = create_app(generator)
+            stays = asyncio.create_task(call(app, "/generate", b'{"texts": ["alpha"]}', None))
+            await asyncio.sleep(0.3)  # the worker holds the first request at the gate
+            leaves = await call(app, "/generate", b'{"texts": ["beta gamma"]}', 0.5)
+            gate.open.set()
+            first = await stays
+            metrics = await call(app, "/metrics", b"", None)
+        body = b"".join(m.get("body", b"") for m in metrics if m["type"] == "http.response.body")
+        return leaves[0]["status"], first[0]["status"], body.decode()
+
+    left, stayed, metrics = asyncio.run(scenario())
+    assert (left, stayed) == (499, 200)
+    assert searched == ["alpha"]
+    cancelled = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples}
+    assert cancelled["seqsmith_cancelled_total"] == 1 and cancelled["seqsmith_queue_texts"] == 0
