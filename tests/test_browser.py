@@ -105,7 +105,7 @@ def test_the_page_shows_nbest_outputs_and_the_attention_of_the_chosen_one(
 
 def test_a_server_error_reaches_the_user(served: tuple[str, Path], browser: Any) -> None:
     page = browser.new_page()
-    page.goto(url := served[0])
+    page.goto(served[0])
     generate(page, ["alpha"], beam="99", nbest="1")
     page.wait_for_function("document.getElementById('error').textContent.length > 0")
     assert "serve.max_beam" in page.inner_text("#error")
@@ -115,7 +115,6 @@ def test_a_server_error_reaches_the_user(served: tuple[str, Path], browser: Any)
     page.fill("#texts", "   ")
     page.click("#go")
     assert page.inner_text("#error") == "Type at least one line."
-    assert url.endswith("/")
     page.close()
 
 

@@ -172,27 +172,34 @@ def test_the_batcher_bounds_its_queue_and_drops_cancelled_jobs() -> None:
     assert searched == ["kept"] and done == [(["kept"], ["kept"])]
 
 
-def test_a_failed_search_answers_its_jobs_and_the_worker_lives_on() -> None:
+def test_a_failed_search_fails_only_the_job_that_caused_it() -> None:
     calls: list[list[Any]] = []
+    gate = threading.Event()
 
     def search(inputs: list[Any], _: Any) -> list[Any]:
-        calls.append(inputs)
-        if inputs == ["bad"]:
+        gate.wait(10)
+        calls.append(list(inputs))
+        if "bad" in inputs:
             raise SeqsmithError("no output")
         return inputs
 
     done: list[tuple[list[Any], Any]] = []
-    batcher = Batcher(search, 100, 0.0, 10)
+    batcher = Batcher(search, 100, 0.2, 10)
+    batcher.submit(finished_job(["first"], "a", 1, done))
     batcher.start()
-    batcher.submit(finished_job(["bad"], "a", 1, done))
-    time.sleep(0.2)
-    batcher.submit(finished_job(["good"], "b", 1, done))
+    time.sleep(0.2)  # the worker holds the first job at the gate; the next three share one search
+    for inputs in (["good"], ["bad"], ["also good"]):
+        batcher.submit(finished_job(inputs, "a", 1, done))
+    gate.set()
     deadline = time.monotonic() + 10
-    while len(done) < 2 and time.monotonic() < deadline:
+    while len(done) < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert batcher.alive
     batcher.stop()
-    assert isinstance(done[0][1], SeqsmithError) and done[1] == (["good"], ["good"])
+    assert calls == [["first"], ["good", "bad", "also good"], ["good"], ["bad"], ["also good"]]
+    answers = {tuple(inputs): result for inputs, result in done}
+    assert answers[("good",)] == ["good"] and answers[("also good",)] == ["also good"]
+    assert isinstance(answers[("bad",)], SeqsmithError)
 
 
 SECRET = "Zq7secretZq7"

@@ -5,7 +5,8 @@ The worker takes the oldest job, then adds queued jobs whose search settings agr
 ``max_wait`` seconds (a lone client is never kept waiting); one search runs
 them all and each job gets its own results back. The queue is bounded in texts, so a flood of requests
 is refused at the door (``QueueFull``) instead of growing memory. Jobs a client gave up on are dropped
-before they are searched (``cancel``).
+before they are searched (``cancel``). A batch whose search fails is searched again job by job, so that
+only the request with the bad input hears of the error.
 """
 
 from __future__ import annotations
@@ -120,17 +121,23 @@ class Batcher:
 
     def _work(self) -> None:
         while (batch := self._next_batch()) is not None:
-            inputs = [item for job in batch for item in job.inputs]
-            started = time.monotonic()
-            try:
-                results = self.search(inputs, batch[0].settings)
-            except Exception as error:  # the worker outlives one failed search; each job hears of it
+            self._run(batch)
+
+    def _run(self, batch: list[Job]) -> None:
+        inputs = [item for job in batch for item in job.inputs]
+        started = time.monotonic()
+        try:
+            results = self.search(inputs, batch[0].settings)
+        except Exception as error:  # the worker outlives a failed search
+            if len(batch) == 1:
+                batch[0].finish(error)
+            else:  # one request's bad input must not fail the requests that shared its search
                 for job in batch:
-                    job.finish(error)
-                continue
-            if self.on_batch is not None:
-                self.on_batch(len(inputs), time.monotonic() - started)
-            start = 0
-            for job in batch:
-                job.finish(results[start : start + len(job.inputs)])
-                start += len(job.inputs)
+                    self._run([job])
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(inputs), time.monotonic() - started)
+        start = 0
+        for job in batch:
+            job.finish(results[start : start + len(job.inputs)])
+            start += len(job.inputs)
