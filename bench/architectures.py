@@ -34,7 +34,7 @@ from tables import write_section
 from seqsmith.config import load_config
 from seqsmith.data.tokenizer import Tokenizers, encode_source
 from seqsmith.fileio import atomic_write_text
-from seqsmith.generation.generator import search_all
+from seqsmith.generation.search import search_all
 from seqsmith.models.build import build_model, describe
 from seqsmith.models.model_dir import TOKENIZER
 

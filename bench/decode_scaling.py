@@ -26,8 +26,8 @@ from tables import write_section
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text
-from seqsmith.generation.generator import Generator, pad
-from seqsmith.generation.search import generate_ids
+from seqsmith.generation.generator import Generator
+from seqsmith.generation.search import generate_ids, pad
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_SOURCE = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"

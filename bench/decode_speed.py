@@ -32,7 +32,8 @@ from tables import write_section
 
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text
-from seqsmith.generation.generator import Generator, length_batches
+from seqsmith.generation.generator import Generator
+from seqsmith.generation.search import length_batches
 from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 ROOT = Path(__file__).resolve().parents[1]

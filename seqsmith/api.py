@@ -31,8 +31,11 @@ from seqsmith.evaluation.metrics import (
 from seqsmith.evaluation.report import write_report
 from seqsmith.fileio import atomic_write_text, text_lines
 from seqsmith.generation.generator import Generator
+from seqsmith.models.export import export_model, exporters
+from seqsmith.models.hf_export import export_marian
 from seqsmith.models.model_dir import WEIGHTS, check_prepared_data, load_model_dir, save_weights
 from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
+from seqsmith.training.distill import distilled_data
 from seqsmith.training.trainer import Trainer, TrainResult
 from seqsmith.training.validation import perplexity_of, split_loss
 
@@ -41,8 +44,10 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Generator",
     "average",
+    "distill",
     "evaluate_files",
     "evaluate_model",
+    "export",
     "format_markdown",
     "load",
     "load_config",
@@ -98,8 +103,9 @@ def evaluate_model(
     references = reference_sets([row["references"] for row in rows])
     names = metrics or settings.metrics
     scores = corpus_scores(hypotheses, references, names, settings.bleu_tokenize, settings.lowercase)
-    loss = split_loss(generator.model, BinarizedSplit(generator.data_config.output_dir, split), 4096)
-    scores["perplexity"] = {"score": perplexity_of(loss), "signature": "per target token, EOS included"}
+    if generator.model is not None:  # the CTranslate2 engine has no teacher-forced model to score with
+        loss = split_loss(generator.model, BinarizedSplit(generator.data_config.output_dir, split), 4096)
+        scores["perplexity"] = {"score": perplexity_of(loss), "signature": "per target token, EOS included"}
     exact = sum(h in row["references"] for h, row in zip(hypotheses, rows)) / len(rows)
     scores["exact_match"] = {"score": 100 * exact, "signature": "percent of outputs equal to a reference"}
     if generator.config.fixed_length:
@@ -155,8 +161,10 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
     for row, nbest in zip(rows, outputs):
         best = nbest[0]
         src = torch.tensor([generator.encode(row["source"])])
-        tgt_in = torch.tensor([[model.bos_id, *best.tokens]])
-        attention = model.teacher_forced_attention(src, src != model.pad_id, tgt_in, heads=True)
+        attention = None
+        if model is not None:
+            tgt_in = torch.tensor([[model.bos_id, *best.tokens]])
+            attention = model.teacher_forced_attention(src, src != model.pad_id, tgt_in, heads=True)
         if attention is not None:  # (tgt, src) or (tgt, heads, src) -> (heads, tgt, src) for the grid
             attention = attention[0].transpose(0, 1) if attention.dim() == 4 else attention[0]
         shown.append(
@@ -172,6 +180,43 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
     for note in missing:
         logger.warning("seqsmith: report: %s", note)
     return write_report(model_dir, scores, shown, missing=missing)
+
+
+def distill(
+    teacher_dir: str | Path,
+    config: Config,
+    monolingual: Path | None = None,
+    work: Path | None = None,
+    show_progress: bool = True,
+    **options: Any,
+) -> TrainResult:
+    """Sequence-level distillation: the teacher (with its generation settings and ``options``) decodes the
+    training sources (and ``monolingual`` text) into ``work`` (default: beside the student's model
+    directory), then the student ``config`` trains on the result. Both steps resume where they stopped."""
+    work = Path(work) if work is not None else Path(config.train.model_dir).parent / "distilled"
+    teacher = load(teacher_dir, **options)
+    data = distilled_data(teacher, Path(teacher_dir), config, work, monolingual, show_progress)
+    del teacher
+    return train(data.config, show_progress)
+
+
+def export(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    format: str = "ctranslate2",
+    quantize: str | None = None,
+    force: bool = False,
+) -> Path:
+    """Write ``model_dir`` as a directory another runtime runs (``seqsmith.models.export``); ``marian``
+    writes a Hugging Face MarianMTModel directory instead."""
+    if format == "marian":
+        if quantize is not None or force:
+            raise SeqsmithError("--quantize and --force do not apply to the Marian export")
+        return export_marian(model_dir, out_dir)
+    known = exporters()
+    if format not in known:
+        raise SeqsmithError(f"--format {format}: known formats are {', '.join([*known, 'marian'])}")
+    return export_model(model_dir, out_dir, known[format], quantize, force)
 
 
 def run(config: Config, show_progress: bool = True) -> dict[str, Any]:

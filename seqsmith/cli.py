@@ -75,6 +75,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
         sys.stdout.write("".join(lines))
 
 
+def cmd_distill(args: argparse.Namespace) -> None:
+    config = api.load_config(args.config, args.overrides)
+    result = api.distill(args.teacher_dir, config, args.mono, args.work, **_options(args.teacher_option))
+    _print_json(asdict(result))
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from seqsmith.serving.app import serve
 
@@ -156,6 +162,37 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("model_dir")
     report.add_argument("--examples", type=int)
     report.set_defaults(func=lambda a: print(api.report(a.model_dir, a.examples)))
+
+    distill = verbs.add_parser(
+        "distill", help="train a student config on a teacher's outputs (sequence-level distillation)"
+    )
+    distill.add_argument("teacher_dir", help="the trained teacher's model directory")
+    distill.add_argument("config", help="the student's YAML config (its data.train is what gets decoded)")
+    distill.add_argument(
+        "overrides", nargs="*", help="dotted overrides of the student config, e.g. train.max_minutes=30"
+    )
+    distill.add_argument("--mono", type=Path, help="monolingual source text to decode as well, one a line")
+    distill.add_argument(
+        "--work", type=Path, help="directory of the distilled data (default: beside the student's model dir)"
+    )
+    distill.add_argument(
+        "--teacher-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the teacher's generation options, e.g. --teacher-option beam_size=8",
+    )
+    distill.set_defaults(func=cmd_distill)
+
+    export = verbs.add_parser("export", help="write a model for CTranslate2, onnxruntime or transformers")
+    export.add_argument("model_dir")
+    export.add_argument("out_dir", help="a new directory (an existing one is replaced only with --force)")
+    export.add_argument("--format", default="ctranslate2", help="ctranslate2 (default), onnx or marian")
+    export.add_argument("--quantize", help="ctranslate2: int8, int16, float16, bfloat16; onnx: int8")
+    export.add_argument("--force", action="store_true", help="replace an existing export")
+    export.set_defaults(
+        func=lambda a: print(api.export(a.model_dir, a.out_dir, a.format, a.quantize, a.force))
+    )
 
     serve = verbs.add_parser("serve", help="HTTP server with a small web page (needs seqsmith[serve])")
     serve.add_argument("model_dir")

@@ -323,6 +323,11 @@ class GenerateConfig(Section):
     # subword copy models: a capitalized source word (a name) the output begins is finished as the source
     # spells it, and not glued onto (needs a joint SentencePiece vocabulary; generation/rules.py)
     whole_words: bool = False
+    # what runs the search: seqsmith's own (torch), or an export of `seqsmith export` (whose config.json
+    # names its engine); chosen when the model is loaded, like quantize
+    engine: Literal["torch", "ctranslate2", "onnx"] = "torch"
+    # int8: linear layers with int8 weights and dynamically quantized activations (CPU decoding)
+    quantize: Literal["none", "int8"] = "none"
 
     @property
     def width(self) -> int:

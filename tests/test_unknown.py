@@ -15,7 +15,8 @@ from toy_model import ToyModel
 from seqsmith import api
 from seqsmith.config import ConvConfig, GenerateConfig, RNNConfig, TokenizerConfig, TransformerConfig
 from seqsmith.data.tokenizer import Tokenizers, WordTokenizer
-from seqsmith.generation.generator import Generator, search_all
+from seqsmith.generation.generator import Generator
+from seqsmith.generation.search import search_all
 from seqsmith.generation.unknown import replace_unknown
 from seqsmith.models.build import build_model
 from seqsmith.models.model_dir import LoadedModel
@@ -87,7 +88,7 @@ def test_no_special_token_text_in_any_output(tmp_path: Path, family: str) -> Non
         for name, parameter in model.named_parameters():
             parameter.mul_(4.0 if "output" in name or "embed" in name else 1.0)
     config = tiny_config(tmp_path)
-    generator = Generator(LoadedModel(model, tokenizers, config))
+    generator = Generator.from_loaded(LoadedModel(model, tokenizers, config))
     texts = ["the cat sat", "a dog sat on the mat", f"the {SEP} cat", "zebra emu"]
     emitted: set[int] = set()
     for search in SEARCHES:

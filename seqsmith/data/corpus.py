@@ -8,7 +8,7 @@ tokenizer decides what to normalise). Dialogue turns are stripped of the spaces 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Literal
 
 from seqsmith.config import DataConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import iter_lines
+from seqsmith.fileio import atomic_write_text, iter_lines
 
 Split = Literal["train", "dev", "test"]
 END_OF_UTTERANCE = "__eou__"
@@ -202,3 +202,43 @@ def read_split(config: DataConfig, split: Split, counts: ReadCounts | None = Non
             counts.skip(example.line)
             continue
         yield example
+
+
+def write_split(
+    config: DataConfig, location: Path, sources: Sequence[str], targets: Sequence[str]
+) -> list[Path]:
+    """Write pairs as ``data.format`` reads them from ``location`` (the prefix of parallel files), each file
+    atomically; returns the files. Dialogue files hold whole dialogues, which pairs cannot be written as."""
+    if len(sources) != len(targets):
+        raise SeqsmithError(f"{location}: {len(sources)} sources but {len(targets)} targets")
+    if config.format == "dialogue":
+        raise SeqsmithError(
+            "data.format dialogue reads whole dialogues, which source/target pairs cannot be written as; "
+            "use a config with data.format parallel, tsv or jsonl"
+        )
+    files = split_files(config.model_copy(update={"train": str(location)}), "train")
+    if config.format == "parallel":
+        atomic_write_text(files[0], "".join(_one_line(s) + "\n" for s in sources))
+        atomic_write_text(files[1], "".join(_one_line(t) + "\n" for t in targets))
+    elif config.format == "tsv":
+        width = max(config.source_column, config.target_column) + 1
+        rows = []
+        for source, target in zip(sources, targets):
+            columns = [""] * width
+            columns[config.source_column] = _one_line(source).replace("\t", " ")
+            columns[config.target_column] = _one_line(target).replace("\t", " ")
+            rows.append("\t".join(columns) + "\n")
+        atomic_write_text(files[0], "".join(rows))
+    else:
+        atomic_write_text(
+            files[0],
+            "".join(
+                json.dumps({config.source_field: s, config.target_field: t}, ensure_ascii=False) + "\n"
+                for s, t in zip(sources, targets)
+            ),
+        )
+    return files
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")

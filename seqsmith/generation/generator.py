@@ -1,25 +1,25 @@
-"""Text in, text out: tokenize, batch by length, search, detokenize, restore the input order."""
+"""Text in, text out: tokenize, search on the model's engine, detokenize, in the input order."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import torch
 from pydantic import ValidationError
 
 from seqsmith.allocator import keep_freed_memory
-from seqsmith.config import GenerateConfig
+from seqsmith.config import Config, GenerateConfig
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.tokenizer import Tokenizers, WordMarks, encode_source
 from seqsmith.errors import SeqsmithError
-from seqsmith.generation.search import Hypothesis, generate_ids
+from seqsmith.generation.engines import Engine, TorchEngine, open_engine
+from seqsmith.generation.search import Hypothesis, search_all
 from seqsmith.generation.unknown import replace_unknown
 from seqsmith.models.interface import Seq2SeqModel
-from seqsmith.models.model_dir import LoadedModel, load_model_dir
+from seqsmith.models.model_dir import TOKENIZER, LoadedModel, read_config
+from seqsmith.specials import EOS_ID
 
 
 @dataclass
@@ -42,49 +42,7 @@ class Encoded:
     oovs: list[str]
 
 
-def length_batches(lengths: Sequence[int], batch_tokens: int) -> Iterator[np.ndarray]:
-    """Indices grouped by length (longest first) so that padded size stays under the token budget."""
-    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
-    start = 0
-    while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)
-        size = max(1, batch_tokens // longest)
-        yield order[start : start + size]
-        start += size
-
-
-def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    src = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        src[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-    return src, src != pad_id
-
-
-@torch.inference_mode()
-def search_all(
-    model: Seq2SeqModel,
-    sources: Sequence[Sequence[int]],
-    config: GenerateConfig,
-    marks: WordMarks | None = None,
-) -> list[list[Hypothesis]]:
-    """Search every source (ids ending with EOS) in length-sorted batches; results in input order."""
-    results: list[list[Hypothesis]] = [[] for _ in sources]
-    device = next(model.parameters()).device
-    for indices in length_batches([len(s) for s in sources], config.batch_tokens // config.width):
-        src, mask = pad([sources[i] for i in indices], model.pad_id)
-        found = generate_ids(model, src.to(device), mask.to(device), config, marks)
-        for index, hypotheses in zip(indices, found):
-            if not hypotheses:
-                raise SeqsmithError(
-                    f"input {int(index) + 1}: search found no output with a finite score (weights that hold "
-                    "NaN or inf, or options such as generate.min_length that rule every output out)"
-                )
-            results[int(index)] = hypotheses
-    return results
-
-
-def copy_slots(model: Seq2SeqModel) -> int:
+def copy_slots(model: Seq2SeqModel | None) -> int:
     """How many out-of-vocabulary source words a sentence may copy (pointer-generator ``oov_slots``)."""
     return int(getattr(model, "oov_slots", 0))
 
@@ -102,7 +60,7 @@ def word_marks(tokenizers: Tokenizers, config: GenerateConfig) -> WordMarks | No
 
 
 def detokenize(
-    model: Seq2SeqModel,
+    model: Seq2SeqModel | None,
     tokenizers: Tokenizers,
     config: GenerateConfig,
     text: str,
@@ -132,47 +90,85 @@ def decode_split(
     ]
 
 
-class Generator:
-    """A loaded model ready to turn texts into texts: ``Generator.from_pretrained(dir).generate([...])``."""
+def merged_settings(config: GenerateConfig, options: dict[str, Any]) -> GenerateConfig:
+    """``config`` with ``options`` over it, checked; ``beam=5`` is short for method=beam, beam_size=5."""
+    options = dict(options)
+    if "beam" in options:
+        beam = options.pop("beam")
+        options.setdefault("method", "greedy" if beam == 1 else "beam")
+        options["beam_size"] = beam
+    unknown = sorted(set(options) - set(GenerateConfig.model_fields))
+    if unknown:
+        named = ", ".join(repr(name[:40]) for name in unknown[:3]) + (" ..." if len(unknown) > 3 else "")
+        raise SeqsmithError(
+            f"unknown generation option(s) {named}; valid: {', '.join(GenerateConfig.model_fields)}"
+        )
+    try:
+        return GenerateConfig.model_validate({**config.model_dump(), **options})
+    except ValidationError as error:  # names the option and the rule, never echoes the value back
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors()[:5]
+        )
+        raise SeqsmithError(f"invalid generation options: {problems}") from None
 
-    def __init__(self, loaded: LoadedModel, config: GenerateConfig | None = None) -> None:
-        self.model = loaded.model
-        self.tokenizers = loaded.tokenizers
-        self.full_config = loaded.config
-        self.data_config = loaded.config.data
-        self.config = config or loaded.config.generate
-        if next(self.model.parameters()).device.type == "cpu":
+
+class Generator:
+    """A model ready to turn texts into texts: ``Generator.from_pretrained(dir).generate([...])``.
+
+    The search runs on an ``Engine`` (seqsmith's own over a torch, int8 or ONNX model, or CTranslate2);
+    ``model`` is the engine's model, None when the engine has none (CTranslate2).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        tokenizers: Tokenizers,
+        full_config: Config,
+        config: GenerateConfig | None = None,
+    ) -> None:
+        self.engine = engine
+        self.model = engine.model
+        self.tokenizers = tokenizers
+        self.full_config = full_config
+        self.data_config = full_config.data
+        self.config = config or full_config.generate
+        self.engine.check(self.config)
+        if self.model is not None and self.model.device.type == "cpu":
             keep_freed_memory()  # every batch's search buffers would page-fault in afresh otherwise
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel, config: GenerateConfig | None = None) -> Generator:
+        return cls(TorchEngine(loaded.model), loaded.tokenizers, loaded.config, config)
 
     @classmethod
     def from_pretrained(
         cls, directory: str | Path, weights: str | Path | None = None, **options: Any
     ) -> Generator:
-        """Load a model directory; ``weights`` picks another weights file (e.g. averaged checkpoints)."""
-        generator = cls(load_model_dir(directory, weights))
-        generator.config = generator.settings(**options)
-        return generator
+        """Load a model directory or an export; ``weights`` picks another weights file (e.g. averaged
+        checkpoints); ``options`` override the generation settings, ``engine`` and ``quantize`` included."""
+        directory = Path(directory)
+        full_config = read_config(directory)
+        config = merged_settings(full_config.generate, options)
+        engine = open_engine(directory, config, weights)
+        return cls(engine, Tokenizers.load(directory / TOKENIZER), full_config, config)
 
     def settings(self, **options: Any) -> GenerateConfig:
         """The generation config with overrides; ``beam=5`` is short for method=beam, beam_size=5."""
-        if "beam" in options:
-            beam = options.pop("beam")
-            options.setdefault("method", "greedy" if beam == 1 else "beam")
-            options["beam_size"] = beam
-        unknown = sorted(set(options) - set(GenerateConfig.model_fields))
-        if unknown:
-            named = ", ".join(repr(name[:40]) for name in unknown[:3]) + (" ..." if len(unknown) > 3 else "")
-            raise SeqsmithError(
-                f"unknown generation option(s) {named}; valid: {', '.join(GenerateConfig.model_fields)}"
-            )
-        try:
-            return GenerateConfig.model_validate({**self.config.model_dump(), **options})
-        except ValidationError as error:  # names the option and the rule, never echoes the value back
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg'].removeprefix('Value error, ')}"
-                for e in error.errors()[:5]
-            )
-            raise SeqsmithError(f"invalid generation options: {problems}") from None
+        config = merged_settings(self.config, options)
+        for name in ("engine", "quantize"):
+            if getattr(config, name) != getattr(self.config, name):
+                now, asked = getattr(self.config, name), getattr(config, name)
+                raise SeqsmithError(
+                    f"generate.{name} is chosen when the model is loaded (it is {now}); load it again "
+                    f"with {name}={asked}"
+                )
+        self.engine.check(config)
+        return config
+
+    @property
+    def eos_id(self) -> int:
+        return EOS_ID if self.model is None else self.model.eos_id
 
     def source_oovs(self, text: str) -> list[str]:
         """The source words outside the vocabulary that the model may copy (pointer-generator only)."""
@@ -200,7 +196,7 @@ class Generator:
 
     def generate_encoded(self, inputs: Sequence[Encoded], config: GenerateConfig) -> list[list[Output]]:
         """Search inputs already encoded with a config already checked (the server's batches)."""
-        results = search_all(self.model, [i.ids for i in inputs], config, word_marks(self.tokenizers, config))
+        results = self.engine.search([i.ids for i in inputs], config, word_marks(self.tokenizers, config))
         return [
             [
                 Output(

@@ -6,6 +6,9 @@ every architecture and with ensembles.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,6 +49,48 @@ def generate_ids(
             return sample(model, memory, limits, config, config.keep_attention, config.method == "greedy")
     finally:
         model.train(was_training)
+
+
+def length_batches(lengths: Sequence[int], batch_tokens: int) -> Iterator[np.ndarray]:
+    """Indices grouped by length (longest first) so that padded size stays under the token budget."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        size = max(1, batch_tokens // longest)
+        yield order[start : start + size]
+        start += size
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    src = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        src[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+    return src, src != pad_id
+
+
+@torch.inference_mode()
+def search_all(
+    model: Seq2SeqModel,
+    sources: Sequence[Sequence[int]],
+    config: GenerateConfig,
+    marks: WordMarks | None = None,
+) -> list[list[Hypothesis]]:
+    """Search every source (ids ending with EOS) in length-sorted batches; results in input order."""
+    results: list[list[Hypothesis]] = [[] for _ in sources]
+    device = model.device
+    for indices in length_batches([len(s) for s in sources], config.batch_tokens // config.width):
+        src, mask = pad([sources[i] for i in indices], model.pad_id)
+        found = generate_ids(model, src.to(device), mask.to(device), config, marks)
+        for index, hypotheses in zip(indices, found):
+            if not hypotheses:
+                raise SeqsmithError(
+                    f"input {int(index) + 1}: search found no output with a finite score (weights that hold "
+                    "NaN or inf, or options such as generate.min_length that rule every output out)"
+                )
+            results[int(index)] = hypotheses
+    return results
 
 
 def _check(src: Tensor, src_mask: Tensor, config: GenerateConfig) -> None:

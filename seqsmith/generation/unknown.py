@@ -16,6 +16,7 @@ from torch import Tensor
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.generation.hypothesis import Hypothesis
 from seqsmith.models.interface import Seq2SeqModel
+from seqsmith.specials import EOS_ID, PAD_ID
 
 
 def source_surfaces(tokenizers: Tokenizers, text: str, source: Sequence[int]) -> dict[int, str]:
@@ -32,27 +33,33 @@ def source_surfaces(tokenizers: Tokenizers, text: str, source: Sequence[int]) ->
 
 def output_attention(model: Seq2SeqModel, source: Sequence[int], tokens: Sequence[int]) -> Tensor | None:
     """(len(tokens), src_len): the cross-attention with which each output token was predicted."""
-    src = torch.as_tensor([list(source)], dtype=torch.long, device=next(model.parameters()).device)
+    src = torch.as_tensor([list(source)], dtype=torch.long, device=model.device)
     tgt_in = torch.as_tensor([[model.bos_id, *tokens[:-1]]], dtype=torch.long, device=src.device)
     attention = model.teacher_forced_attention(src, src != model.pad_id, tgt_in)
     return None if attention is None else attention[0]
 
 
 def replace_unknown(
-    model: Seq2SeqModel, tokenizers: Tokenizers, text: str, source: Sequence[int], hypothesis: Hypothesis
+    model: Seq2SeqModel | None,
+    tokenizers: Tokenizers,
+    text: str,
+    source: Sequence[int],
+    hypothesis: Hypothesis,
 ) -> tuple[list[int], dict[int, str]]:
     """The output ids with each UNK replaced by its attended source id, and the texts (by output position)
-    for those whose source token was itself unknown. Unchanged when the model exposes no attention."""
+    for those whose source token was itself unknown. Unchanged when neither the hypothesis nor the model
+    gives attention."""
     tokens, unk_id = list(hypothesis.tokens), tokenizers.target.unk_id
     unknown = [t for t, token in enumerate(tokens) if token == unk_id]
     if not unknown:
         return tokens, {}
     attention = hypothesis.attention
-    if attention is None:
+    if attention is None and model is not None:
         attention = output_attention(model, source, tokens)
     if attention is None:
         return tokens, {}
-    readable = [j for j, token in enumerate(source) if token not in (model.eos_id, model.pad_id)]
+    hidden = (EOS_ID, PAD_ID) if model is None else (model.eos_id, model.pad_id)
+    readable = [j for j, token in enumerate(source) if token not in hidden]
     if not readable:
         return tokens, {}
     columns = torch.as_tensor(readable, device=attention.device)

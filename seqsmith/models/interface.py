@@ -148,6 +148,11 @@ class Seq2SeqModel(nn.Module, ABC):
         """The architecture in a few words, for the log line ``describe`` writes."""
         return type(self).__name__
 
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go: the parameters' device (models that run elsewhere, such as ONNX, override it)."""
+        return next(self.parameters()).device
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

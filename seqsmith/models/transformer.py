@@ -3,8 +3,8 @@
 Training runs every attention through ``scaled_dot_product_attention`` (causal flag for the decoder, an
 additive key-padding bias for the rest). Decoding is incremental:
 
-- ``encode`` projects the encoder states to every decoder layer's cross-attention keys/values in one
-  matmul and stores them in the memory, with the padding bias already expanded over heads;
+- ``encode`` projects the encoder states to every decoder layer's cross-attention keys/values once and
+  stores them in the memory, with the padding bias already expanded over heads;
 - a step attends with two batched matmuls over (batch*heads) for its single query, measured ~2-3x faster
   than SDPA for one query on CPU, and returns cross-attention weights at no extra cost; the beams of a
   sentence share its cross-attention keys/values (``memory.repeat_rows``) and attend as one small matrix;
@@ -393,10 +393,9 @@ class TransformerModel(Seq2SeqModel):
             x = layer(x, bias)
         states = self.encoder_norm(x)
         crosses = [cast(_DecoderLayer, layer).cross_attention for layer in self.decoder_layers]
-        weight = torch.cat([cross.kv.weight for cross in crosses])
-        kv_bias = torch.cat([cross.kv.bias for cross in crosses])
         heads, head_dim = self.config.heads, self.config.d_model // self.config.heads
-        kv = F.linear(states, weight, kv_bias).view(batch, length, len(crosses), 2, heads, head_dim)
+        kv = torch.cat([cross.kv(states) for cross in crosses], dim=-1)  # also int8 (quantized) layers
+        kv = kv.view(batch, length, len(crosses), 2, heads, head_dim)
         kv = kv.permute(2, 3, 0, 4, 1, 5).contiguous()  # (layers, 2, batch, heads, src_len, head_dim)
         return TransformerMemory(
             states,

@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from seqsmith.config import ServeConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.generator import Generator
-from seqsmith.models.build import describe
 from seqsmith.serving.batcher import Batcher, Job, QueueFull
 from seqsmith.serving.metrics import Metrics
 
@@ -123,7 +122,7 @@ def create_app(
     @app.get("/info", summary="The model's default options, the server's limits, whether a key is needed")
     def info() -> dict[str, Any]:
         return {
-            "model": describe(generator.model),
+            "model": generator.engine.describe(),
             "defaults": generator.config.model_dump(),
             "limits": limits.model_dump(exclude={"cors_origins", "threads"}),
             "auth": bool(api_keys),

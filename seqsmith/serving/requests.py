@@ -123,7 +123,7 @@ def answer(
             row: dict[str, Any] = {"text": output.text, "score": output.score}
             if request.attention:
                 row["target_tokens"] = generator.pieces(
-                    [*output.tokens, generator.model.eos_id], encoded.oovs, "target"
+                    [*output.tokens, generator.eos_id], encoded.oovs, "target"
                 )
                 row["attention"] = output.attention
             rows.append(row)

@@ -22,7 +22,7 @@ TEACHER_FORCED = ("loss", "ppl")
 @torch.no_grad()
 def split_loss(model: Seq2SeqModel, split: BinarizedSplit, batch_tokens: int) -> float:
     """Mean negative log-likelihood per target token (EOS included) of a binarized split."""
-    device = next(model.parameters()).device
+    device = model.device
     sampler = TokenBatchSampler(split.source_lengths, split.target_lengths, batch_tokens, shuffle=False)
     nll, tokens = 0.0, 0
     for indices in sampler.batches(0):

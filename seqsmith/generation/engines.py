@@ -1,0 +1,190 @@
+"""What runs the search behind ``Generator``: seqsmith's own over any ``Seq2SeqModel``, or CTranslate2.
+
+An engine takes encoder ids (ending with EOS) and a generation config and returns ranked ``Hypothesis``
+lists; tokenizing, unknown-word replacement and detokenizing stay in ``Generator``, so every engine gives
+the same text for the same ids. ``check`` refuses, by name, the options an engine cannot honour, before
+any work. The ONNX export needs no engine of its own: ``OnnxModel`` is a ``Seq2SeqModel``, so seqsmith's
+searches (beam, sampling, diverse beam, every rule) run over onnxruntime sessions unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqsmith.config import GenerateConfig
+from seqsmith.data.tokenizer import Tokenizers, WordMarks
+from seqsmith.errors import SeqsmithError
+from seqsmith.generation.hypothesis import Hypothesis
+from seqsmith.generation.search import length_batches, search_all
+from seqsmith.models.build import describe
+from seqsmith.models.ctranslate2_export import import_ctranslate2
+from seqsmith.models.interface import Seq2SeqModel
+from seqsmith.models.model_dir import WEIGHTS, load_model_dir
+from seqsmith.models.quantize import quantize_int8
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
+
+
+class Engine(ABC):
+    name: str
+    model: Seq2SeqModel | None  # what teacher-forced scoring and attention pictures run on, if anything
+
+    @abstractmethod
+    def search(
+        self, sources: Sequence[Sequence[int]], config: GenerateConfig, marks: WordMarks | None
+    ) -> list[list[Hypothesis]]:
+        """Hypotheses for every source, in input order."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The model and runtime in a line (the server's /info)."""
+
+    def unsupported(self, config: GenerateConfig) -> list[str]:
+        """The options of ``config`` this engine cannot honour, each named with its value."""
+        return []
+
+    def check(self, config: GenerateConfig) -> None:
+        problems = self.unsupported(config)
+        if problems:
+            raise SeqsmithError(
+                f"the {self.name} engine cannot honour "
+                + "; ".join(problems)
+                + " (generate.engine: torch can)"
+            )
+
+
+class TorchEngine(Engine):
+    """seqsmith's searches over a model's ``encode`` / ``decode_step`` (torch, int8, or onnxruntime)."""
+
+    def __init__(self, model: Seq2SeqModel, name: str = "torch") -> None:
+        self.model, self.searched, self.name = model, model, name
+
+    def search(
+        self, sources: Sequence[Sequence[int]], config: GenerateConfig, marks: WordMarks | None
+    ) -> list[list[Hypothesis]]:
+        return search_all(self.searched, sources, config, marks)
+
+    def describe(self) -> str:
+        return describe(self.searched) + ("" if self.name == "torch" else f" (on {self.name})")
+
+
+class CTranslate2Engine(Engine):
+    """``ctranslate2.Translator`` over piece lists; token log-probabilities by its ``score_batch``."""
+
+    name = "ctranslate2"
+    model = None
+
+    def __init__(self, directory: Path, tokenizers: Tokenizers, quantize: str) -> None:
+        ctranslate2 = import_ctranslate2()
+        self.ctranslate2 = ctranslate2
+        self.compute_type = "int8" if quantize == "int8" else "default"
+        self.translator = ctranslate2.Translator(
+            str(directory),
+            device="cpu",
+            compute_type=self.compute_type,
+            intra_threads=torch.get_num_threads(),
+        )
+        self.source = [tokenizers.source.piece(i) for i in range(tokenizers.source.vocab_size)]
+        target = tokenizers.target
+        self.target_ids = {target.piece(i): i for i in range(target.vocab_size)}
+
+    def describe(self) -> str:
+        return f"CTranslate2 {self.ctranslate2.__version__} export, compute type {self.compute_type}"
+
+    def unsupported(self, config: GenerateConfig) -> list[str]:
+        problems = []
+        if config.method == "diverse_beam":
+            problems.append("generate.method=diverse_beam (it has beam, greedy and sample)")
+        if config.length_penalty == "gnmt" and config.alpha > 0:
+            problems.append(
+                "generate.length_penalty=gnmt (its penalty divides by length^a: use none or average)"
+            )
+        if not config.early_stopping and config.method == "beam":
+            problems.append("generate.early_stopping=false (it stops when beam_size hypotheses ended)")
+        for name in ("fixed_length", "whole_words", "keep_attention"):
+            if getattr(config, name):
+                problems.append(f"generate.{name}=true")
+        if config.method == "sample" and config.seed is not None and config.nbest > 1:
+            problems.append("generate.seed with nbest > 1 (its samples of one source share one stream)")
+        return problems
+
+    def search(
+        self, sources: Sequence[Sequence[int]], config: GenerateConfig, marks: WordMarks | None
+    ) -> list[list[Hypothesis]]:
+        self.check(config)
+        results: list[list[Hypothesis]] = [[] for _ in sources]
+        penalty = {"none": 0.0, "average": 1.0, "gnmt": 0.0}[config.length_penalty]
+        sampling = config.method == "sample"
+        if sampling and config.seed is not None:
+            self.ctranslate2.set_random_seed(config.seed)
+        for indices in length_batches([len(s) for s in sources], config.batch_tokens // config.width):
+            batch = [[self.source[i] for i in sources[int(j)]] for j in indices]
+            real = max(sum(i not in (EOS_ID, BOS_ID, PAD_ID) for i in sources[int(j)]) for j in indices)
+            longest = math.floor(config.max_length_a * real) + config.max_length_b
+            found = self.translator.translate_batch(
+                batch,
+                beam_size=1 if sampling or config.method == "greedy" else config.beam_size,
+                num_hypotheses=config.nbest,
+                length_penalty=penalty,
+                coverage_penalty=config.coverage_penalty,
+                no_repeat_ngram_size=config.no_repeat_ngram,
+                max_decoding_length=max(1, min(longest, config.max_length)),
+                min_decoding_length=config.min_length,
+                return_scores=True,
+                return_attention=config.replace_unk,
+                sampling_topk=config.top_k if sampling else 1,
+                sampling_topp=config.top_p if sampling else 1.0,
+                sampling_temperature=config.temperature if sampling else 1.0,
+                suppress_sequences=[["<pad>"], ["<s>"]],
+            )
+            sources_of = [batch[k] for k, result in enumerate(found) for _ in result.hypotheses]
+            outputs = [pieces for result in found for pieces in result.hypotheses]
+            scored = iter(self.translator.score_batch(sources_of, outputs))  # EOS included, as ours
+            for j, result in zip(indices, found):
+                results[int(j)] = [
+                    self._hypothesis(pieces, score, next(scored).log_probs, result.attention, k)
+                    for k, (pieces, score) in enumerate(zip(result.hypotheses, result.scores))
+                ]
+        return results
+
+    def _hypothesis(
+        self, pieces: list[str], score: float, log_probs: list[float], attention: Any, k: int
+    ) -> Hypothesis:
+        rows = torch.tensor(attention[k]) if attention and attention[k] else None
+        tokens = [self.target_ids[p] for p in pieces]
+        return Hypothesis(tokens, float(score), float(sum(log_probs)), list(log_probs), rows)
+
+
+def open_engine(directory: Path, config: GenerateConfig, weights: str | Path | None = None) -> Engine:
+    """The engine ``config.engine`` names over the files in ``directory`` (a model directory or an export)."""
+    if config.engine == "torch":
+        if weights is None and not (directory / WEIGHTS).is_file() and (directory / "export.json").is_file():
+            raise SeqsmithError(
+                f"{directory} is an export without torch weights; run it with the engine its config names"
+            )
+        model = load_model_dir(directory, weights).model
+        return TorchEngine(quantize_int8(model) if config.quantize == "int8" else model)
+    files = directory / config.engine
+    if not files.is_dir():
+        raise SeqsmithError(
+            f"{directory} holds no {config.engine} files; export it first (seqsmith export {directory} "
+            f"OUT_DIR --format {config.engine}) and load OUT_DIR"
+        )
+    if weights is not None:
+        raise SeqsmithError(f"--weights picks torch weights; the {config.engine} engine reads {files}")
+    tokenizers = Tokenizers.load(directory / "tokenizer")
+    if config.engine == "ctranslate2":
+        return CTranslate2Engine(files, tokenizers, config.quantize)
+    if config.quantize != "none":
+        raise SeqsmithError(
+            "generate.quantize applies to the torch and ctranslate2 engines; an ONNX model is quantized when "
+            "exported: seqsmith export MODEL_DIR OUT_DIR --format onnx --quantize int8"
+        )
+    from seqsmith.models.onnx_model import OnnxModel
+
+    return TorchEngine(OnnxModel.load(files), "onnx")
