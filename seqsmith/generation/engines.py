@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from seqsmith.config import GenerateConfig
 from seqsmith.data.tokenizer import Tokenizers, WordMarks
 from seqsmith.errors import SeqsmithError
-from seqsmith.generation.hypothesis import Hypothesis
+from seqsmith.generation.hypothesis import Hypothesis, rank_scores
 from seqsmith.generation.search import length_batches, search_all
 from seqsmith.models.build import describe
 from seqsmith.models.ctranslate2_export import import_ctranslate2
@@ -100,9 +101,13 @@ class CTranslate2Engine(Engine):
         problems = []
         if config.method == "diverse_beam":
             problems.append("generate.method=diverse_beam (it has beam, greedy and sample)")
-        if config.length_penalty == "gnmt" and config.alpha > 0:
+        if config.length_penalty == "gnmt" and config.alpha > 0 and config.method == "beam":
             problems.append(
-                "generate.length_penalty=gnmt (its penalty divides by length^a: use none or average)"
+                "generate.length_penalty=gnmt in beam search (its penalty is length^a: use average)"
+            )
+        if config.coverage_penalty > 0:
+            problems.append(
+                "generate.coverage_penalty>0 (its coverage term is not the one seqsmith ranks by)"
             )
         if not config.early_stopping and config.method == "beam":
             problems.append("generate.early_stopping=false (it stops when beam_size hypotheses ended)")
@@ -122,18 +127,15 @@ class CTranslate2Engine(Engine):
         sampling = config.method == "sample"
         if sampling and config.seed is not None:
             self.ctranslate2.set_random_seed(config.seed)
-        for indices in length_batches([len(s) for s in sources], config.batch_tokens // config.width):
+        for indices, longest in self._batches(sources, config):
             batch = [[self.source[i] for i in sources[int(j)]] for j in indices]
-            real = max(sum(i not in (EOS_ID, BOS_ID, PAD_ID) for i in sources[int(j)]) for j in indices)
-            longest = math.floor(config.max_length_a * real) + config.max_length_b
             found = self.translator.translate_batch(
                 batch,
                 beam_size=1 if sampling or config.method == "greedy" else config.beam_size,
                 num_hypotheses=config.nbest,
                 length_penalty=penalty,
-                coverage_penalty=config.coverage_penalty,
                 no_repeat_ngram_size=config.no_repeat_ngram,
-                max_decoding_length=max(1, min(longest, config.max_length)),
+                max_decoding_length=longest,
                 min_decoding_length=config.min_length,
                 return_scores=True,
                 return_attention=config.replace_unk,
@@ -146,18 +148,40 @@ class CTranslate2Engine(Engine):
             outputs = [pieces for result in found for pieces in result.hypotheses]
             scored = iter(self.translator.score_batch(sources_of, outputs))  # EOS included, as ours
             for j, result in zip(indices, found):
-                results[int(j)] = [
-                    self._hypothesis(pieces, score, next(scored).log_probs, result.attention, k)
-                    for k, (pieces, score) in enumerate(zip(result.hypotheses, result.scores))
+                found_here = [
+                    self._hypothesis(pieces, next(scored).log_probs, result.attention, k, config)
+                    for k, pieces in enumerate(result.hypotheses)
                 ]
+                results[int(j)] = sorted(found_here, key=lambda h: -h.score)
         return results
 
+    @staticmethod
+    def _batches(
+        sources: Sequence[Sequence[int]], config: GenerateConfig
+    ) -> Iterator[tuple[np.ndarray, int]]:
+        """Length-sorted batches whose sources share one output limit, since CTranslate2 takes one a batch;
+        the limit is ``LengthLimits``' rule, so each sentence stops where the torch engine stops it."""
+        cap = config.max_length
+        reals = [min(sum(i not in (EOS_ID, BOS_ID, PAD_ID) for i in ids), cap) for ids in sources]
+        floor = min(config.min_length, cap)
+        limits = [
+            max(min(math.floor(config.max_length_a * n) + config.max_length_b, cap), floor, 1) for n in reals
+        ]
+        budget = config.batch_tokens // config.width
+        for limit in sorted(set(limits), reverse=True):
+            group = np.array([k for k, one in enumerate(limits) if one == limit])
+            for part in length_batches([len(sources[k]) for k in group], budget):
+                yield group[part], limit
+
     def _hypothesis(
-        self, pieces: list[str], score: float, log_probs: list[float], attention: Any, k: int
+        self, pieces: list[str], log_probs: list[float], attention: Any, k: int, config: GenerateConfig
     ) -> Hypothesis:
+        """Ranked by seqsmith's own score, so a greedy or sampled output scores as the torch engine's."""
         rows = torch.tensor(attention[k]) if attention and attention[k] else None
         tokens = [self.target_ids[p] for p in pieces]
-        return Hypothesis(tokens, float(score), float(sum(log_probs)), list(log_probs), rows)
+        total = torch.tensor(sum(log_probs), dtype=torch.float64)
+        score = float(rank_scores(total, len(log_probs), None, None, config))
+        return Hypothesis(tokens, score, float(total), list(log_probs), rows)
 
 
 def open_engine(directory: Path, config: GenerateConfig, weights: str | Path | None = None) -> Engine:

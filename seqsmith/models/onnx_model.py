@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, cast
@@ -110,6 +111,11 @@ def _export(
         )
 
 
+class _DropPreprocessingHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing")
+
+
 def write_onnx(loaded: LoadedModel, directory: Path, quantize: str) -> None:
     model = transformer_model(loaded, "the ONNX export")
     model = model.eval()
@@ -154,9 +160,15 @@ def write_onnx(loaded: LoadedModel, directory: Path, quantize: str) -> None:
     if quantize == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        for name in ("encoder.onnx", "decoder.onnx"):
-            path = directory / name
-            quantize_dynamic(str(path), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        advice = logging.getLogger()  # onnxruntime logs, per file, to the root logger an image-model hint
+        hint = _DropPreprocessingHint()
+        advice.addFilter(hint)
+        try:
+            for name in ("encoder.onnx", "decoder.onnx"):
+                path = directory / name
+                quantize_dynamic(str(path), str(path), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            advice.removeFilter(hint)
     meta = {
         "vocab_size": model.target_vocab_size,
         "layers": layers,

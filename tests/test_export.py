@@ -1,0 +1,177 @@
+"""Exports (CTranslate2, ONNX), the engines that run them and int8 decoding, against seqsmith's search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from seqsmith import api
+from seqsmith.cli import main
+from seqsmith.errors import SeqsmithError
+from seqsmith.generation.generator import Generator
+from seqsmith.models import export as export_module
+
+pytest.importorskip("ctranslate2")
+pytest.importorskip("onnxruntime")
+
+TEXTS = ["alpha beta gamma", "delta eps zeta eta", "theta", "iota kappa alpha beta gamma delta", "beta beta"]
+SAME = {"length_penalty": "average", "beam": 3}  # a search both engines run alike
+
+
+def trained(root: Path, **model: object) -> Path:
+    config = tiny_config(root, model=dict(model), train={"max_steps": 60})
+    api.train(config, show_progress=False)
+    return Path(config.train.model_dir)
+
+
+@pytest.fixture(scope="module")
+def post_norm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained(tmp_path_factory.mktemp("post"), norm="post", decoder_layers=2)
+
+
+@pytest.fixture(scope="module")
+def pre_norm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained(tmp_path_factory.mktemp("pre"), norm="pre", positions="learned", activation="gelu")
+
+
+def outputs(directory: Path, **options: object) -> list[tuple[list[int], float, list[float]]]:
+    nbest = Generator.from_pretrained(directory, **options).generate_full(TEXTS)
+    return [(n[0].tokens, n[0].score, n[0].token_log_probs) for n in nbest]
+
+
+@pytest.mark.parametrize("fmt", ["ctranslate2", "onnx"])
+@pytest.mark.parametrize("which", ["post_norm", "pre_norm"])
+@pytest.mark.parametrize("search", [{"method": "greedy"}, SAME])
+def test_an_export_searches_as_seqsmith_does(
+    request: pytest.FixtureRequest, tmp_path: Path, fmt: str, which: str, search: dict[str, object]
+) -> None:
+    model_dir = request.getfixturevalue(which)
+    out = api.export(model_dir, tmp_path / "export", fmt)
+    ours, theirs = outputs(model_dir, **search), outputs(out, **search)
+    assert [t for t, _, _ in theirs] == [t for t, _, _ in ours]
+    for (_, score, logs), (_, their_score, their_logs) in zip(ours, theirs):
+        assert their_score == pytest.approx(score, abs=1e-4)
+        assert their_logs == pytest.approx(logs, abs=1e-4)  # per token, EOS included
+
+
+def test_onnx_steps_give_the_torch_models_log_probabilities(post_norm: Path, tmp_path: Path) -> None:
+    from seqsmith.models.onnx_model import OnnxModel
+
+    torch_model = Generator.from_pretrained(post_norm).model
+    onnx_model = OnnxModel.load(api.export(post_norm, tmp_path / "e", "onnx") / "onnx")
+    assert torch_model is not None
+    src = torch.tensor([[5, 6, 7, 8, 3], [9, 5, 3, 0, 0]])
+    tgt_in = torch.tensor([[2, 6, 7, 5], [2, 9, 9, 9]])
+    expected = torch.log_softmax(torch_model(src, src != 0, tgt_in), -1)
+    assert torch.allclose(onnx_model(src, src != 0, tgt_in), expected, atol=1e-5)
+    teacher = torch_model.teacher_forced_attention(src, src != 0, tgt_in, heads=True)
+    assert teacher is not None
+    assert torch.allclose(
+        onnx_model.teacher_forced_attention(src, src != 0, tgt_in, heads=True), teacher, atol=1e-5
+    )
+
+
+def test_int8_everywhere_stays_close_to_float32(post_norm: Path, tmp_path: Path) -> None:
+    reference = [t for t, _, _ in outputs(post_norm, **SAME)]
+    int8_dirs = {
+        "ctranslate2": api.export(post_norm, tmp_path / "ct2", "ctranslate2", "int8"),
+        "onnx": api.export(post_norm, tmp_path / "onnx", "onnx", "int8"),
+    }
+    runs = {name: [t for t, _, _ in outputs(d, **SAME)] for name, d in int8_dirs.items()}
+    runs["torch"] = [t for t, _, _ in outputs(post_norm, quantize="int8", **SAME)]
+    for name, tokens in runs.items():
+        agree = sum(a == b for a, b in zip(tokens, reference))
+        assert agree >= len(TEXTS) - 1, name
+    float_dir = api.export(post_norm, tmp_path / "ct2f", "ctranslate2")
+    weights = [
+        (d / "ctranslate2" / "model.bin").stat().st_size for d in (float_dir, int8_dirs["ctranslate2"])
+    ]
+    assert weights[1] < 0.75 * weights[0]  # float32 norms and biases weigh much in a 35k-parameter model
+    model = Generator.from_pretrained(post_norm, quantize="int8").model
+    assert model is not None and "DynamicQuantizedLinear" in repr(model)
+
+
+def test_evaluate_and_the_cli_take_an_export(
+    post_norm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", str(post_norm), str(tmp_path / "c"), "--format", "ctranslate2"]) == 0
+    assert (tmp_path / "c" / "README.txt").read_text().count("seqsmith generate") == 1
+    options = {"length_penalty": "average"}
+    scores = api.evaluate_model(tmp_path / "c", out=tmp_path / "ev", **options)
+    ours = api.evaluate_model(post_norm, out=tmp_path / "ev2", **options)
+    assert scores["bleu"]["score"] == pytest.approx(ours["bleu"]["score"], abs=1e-6)
+    assert "perplexity" not in scores  # CTranslate2 has no teacher-forced model here
+    onnx_dir = api.export(post_norm, tmp_path / "o", "onnx")
+    onnx_scores = api.evaluate_model(onnx_dir, out=tmp_path / "ev3", **options)
+    assert onnx_scores["perplexity"]["score"] == pytest.approx(ours["perplexity"]["score"], rel=1e-4)
+
+
+def test_the_engine_refuses_what_it_cannot_do_by_name(post_norm: Path, tmp_path: Path) -> None:
+    out = api.export(post_norm, tmp_path / "c", "ctranslate2")
+    with pytest.raises(SeqsmithError, match="cannot honour generate.length_penalty=gnmt in beam"):
+        Generator.from_pretrained(out, method="beam", length_penalty="gnmt", alpha=1.0)
+    generator = Generator.from_pretrained(out, length_penalty="average")
+    for options, named in [
+        ({"method": "diverse_beam", "groups": 1}, "diverse_beam"),
+        ({"keep_attention": True}, "keep_attention"),
+        ({"coverage_penalty": 0.2}, "coverage_penalty>0"),
+        ({"engine": "torch"}, "generate.engine is chosen when the model is loaded"),
+    ]:
+        with pytest.raises(SeqsmithError, match=named):
+            generator.generate(["alpha"], **options)
+    with pytest.raises(SeqsmithError, match="holds no ctranslate2 files; export it first"):
+        Generator.from_pretrained(post_norm, engine="ctranslate2")
+    with pytest.raises(SeqsmithError, match="an export without torch weights"):
+        Generator.from_pretrained(out, engine="torch")
+    with pytest.raises(SeqsmithError, match="ONNX model is quantized when exported"):
+        Generator.from_pretrained(api.export(post_norm, tmp_path / "o", "onnx"), quantize="int8")
+
+
+def test_bad_exports_are_refused_and_leave_nothing_behind(
+    post_norm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = api.export(post_norm, tmp_path / "c", "ctranslate2")
+    with pytest.raises(SeqsmithError, match="exists already; choose a new directory or pass --force"):
+        api.export(post_norm, out, "ctranslate2")
+    with pytest.raises(SeqsmithError, match="--quantize int4: the onnx export offers float32, int8"):
+        api.export(post_norm, tmp_path / "q", "onnx", "int4")
+    with pytest.raises(SeqsmithError, match="--format tflite: known formats are ctranslate2, onnx, marian"):
+        api.export(post_norm, tmp_path / "t", "tflite")
+    with pytest.raises(SeqsmithError, match="would replace the model directory"):
+        api.export(post_norm, post_norm, "onnx", force=True)
+    broken = tmp_path / "incomplete"
+    broken.mkdir()
+    (broken / "config.json").write_text((post_norm / "config.json").read_text())
+    with pytest.raises(SeqsmithError):
+        api.export(broken, tmp_path / "b", "onnx")
+
+    def fails(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    known = export_module.exporters()
+    monkeypatch.setattr(
+        export_module,
+        "exporters",
+        lambda: {**known, "onnx": export_module.Exporter("onnx", ("float32",), fails, "")},
+    )
+    monkeypatch.setattr(api, "exporters", export_module.exporters)
+    before = (out / "ctranslate2" / "model.bin").read_bytes()
+    with pytest.raises(OSError):
+        api.export(post_norm, out, "onnx", force=True)
+    assert (out / "ctranslate2" / "model.bin").read_bytes() == before  # the old export is whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "incomplete"]  # no staging directory left
+    replaced = api.export(post_norm, out, "ctranslate2", "int8", force=True)
+    assert json.loads((replaced / "export.json").read_text())["quantize"] == "int8"
+
+
+def test_models_a_format_cannot_express_get_one_line(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, arch="rnn", train={"max_steps": 2})
+    api.train(config, show_progress=False)
+    for fmt in ("ctranslate2", "onnx"):
+        with pytest.raises(SeqsmithError, match="runs Transformers only .*this model is gru"):
+            api.export(config.train.model_dir, tmp_path / fmt, fmt)
+    assert not (tmp_path / "ctranslate2").exists() and not (tmp_path / "onnx").exists()
