@@ -214,6 +214,16 @@ class MLEObjectiveConfig(ObjectiveConfig):
     kind: Literal["mle"] = "mle"
 
 
+class WordDistillObjectiveConfig(ObjectiveConfig):
+    """Word-level distillation (Hinton et al. 2015; Kim & Rush 2016): the teacher's next-token
+    distributions as soft targets, mixed with the label-smoothed cross-entropy on the references."""
+
+    kind: Literal["word_distill"] = "word_distill"
+    teacher: str  # a model directory with the student's target vocabulary (train on the teacher's data)
+    weight: float = Field(0.5, ge=0.0, le=1.0)  # 1: only the teacher's distributions; 0: plain MLE
+    temperature: float = Field(1.0, gt=0.0, le=100.0)  # > 1 softens both distributions (loss scaled by T^2)
+
+
 LOWER_IS_BETTER = ("loss", "ppl", "ter")  # validation metrics where smaller is better
 
 ModelPart = Literal["encoder", "decoder", "embeddings"]

@@ -8,10 +8,11 @@ reward); the counts of all micro-batches and all processes of one update are add
 accumulation and torch.distributed give exactly the gradient of one large batch.
 
 A new objective is a config class (a subclass of ``seqsmith.config.ObjectiveConfig`` with its own ``kind``)
-and a subclass of ``Objective`` naming it in ``config_class``; nothing else changes. ``extra_units`` names the
-modules it trains beside the model, ``unit_for(step)`` the unit an update steps, and ``state_dict`` /
-``load_state_dict`` carry whatever it keeps between updates through checkpoints (tensors and plain values:
-checkpoints are read with ``weights_only=True``). See docs/objectives.md.
+and a subclass of ``Objective`` naming it in ``config_class``; nothing else changes. ``start`` loads what it
+only reads (a frozen teacher), ``extra_units`` names the modules it trains beside the model,
+``unit_for(step)`` the unit an update steps, and ``state_dict`` / ``load_state_dict`` carry whatever it keeps
+between updates through checkpoints (tensors and plain values: checkpoints are read with
+``weights_only=True``). See docs/objectives.md.
 """
 
 from __future__ import annotations
@@ -28,12 +29,16 @@ from torch.nn.parallel import DistributedDataParallel
 
 from seqsmith.config import ObjectiveConfig, TrainConfig
 from seqsmith.data.batching import Batch
+from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.training.losses import weight_penalty
 
 MAIN = "model"  # the unit validated, saved as model.safetensors and used for generation
-_BUILT_IN = {"mle": "seqsmith.training.mle"}  # kind -> module, imported when first asked for
+_BUILT_IN = {
+    "mle": "seqsmith.training.mle",
+    "word_distill": "seqsmith.training.word_distill",
+}  # kind -> module, imported when first asked for
 
 
 @dataclass
@@ -68,6 +73,11 @@ class Objective(ABC):
     def __init__(self, config: ObjectiveConfig, train: TrainConfig) -> None:
         self.config = config
         self.train = train
+
+    def start(self, model: Seq2SeqModel, tokenizers: Tokenizers, device: torch.device) -> None:
+        """Called once before the first update with the model and the data's tokenizers: load and check
+        what the objective reads beside its units (a frozen teacher)."""
+        return
 
     def extra_units(self, model: Seq2SeqModel) -> dict[str, nn.Module]:
         """Modules trained beside ``model`` (each gets an optimizer from the train section)."""

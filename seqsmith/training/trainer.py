@@ -240,6 +240,7 @@ class Trainer:
             self.config, self.tokenizers, None if self.rank else self.model_dir, fresh
         )
         units = self._units(model)
+        self.objective.start(model, self.tokenizers, self.device)
         progress = self.checkpoints.restore(units, self.objective) or Progress(world=self.world)
         self._resume_in_this_world(progress)
         if self.rank == 0:
