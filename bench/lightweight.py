@@ -38,8 +38,14 @@ from seqsmith.models.model_dir import load_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST = ROOT.parent / "shared" / "data" / "multi30k" / "test2016"
-SEARCHES: dict[str, dict[str, Any]] = {"greedy": {"method": "greedy"}, "beam5": {"method": "beam", "beam_size": 5}}
-COMMON: dict[str, Any] = {"length_penalty": "average", "batch_tokens": 1_000_000}  # one call of 32 is one batch
+SEARCHES: dict[str, dict[str, Any]] = {
+    "greedy": {"method": "greedy"},
+    "beam5": {"method": "beam", "beam_size": 5},
+}
+COMMON: dict[str, Any] = {
+    "length_penalty": "average",
+    "batch_tokens": 1_000_000,
+}  # one call of 32 is one batch
 
 
 def loaded_bytes(directory: Path, options: dict[str, Any], model: Any) -> int:
@@ -165,7 +171,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"load average {report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. "
         "Produced by `python bench/lightweight.py` (bench/README.md). Sentences/s at batch 32 (b32) and "
         "batch 1 (b1), and batch-1 latency in ms, at each thread count; BLEU is sacrebleu 13a on the "
-        "batch-32 outputs; peak RSS is the 2-thread process's.",
+        "batch-32 outputs; peak RSS is the 2-thread process's. Read with docs/lightweight.md, which "
+        "says what the figures meet and what they leave open (the exports' slowdown at 2 threads).",
         "",
         "| system | params | MB | peak RSS | BLEU greedy | BLEU beam 5 | "
         + " | ".join(f"{s} {t}t b32 / b1 / ms" for s in ("greedy", "beam 5") for t in threads)

@@ -114,6 +114,9 @@ def test_the_engine_refuses_what_it_cannot_do_by_name(post_norm: Path, tmp_path:
     out = api.export(post_norm, tmp_path / "c", "ctranslate2")
     with pytest.raises(SeqsmithError, match="cannot honour generate.length_penalty=gnmt in beam"):
         Generator.from_pretrained(out, method="beam", length_penalty="gnmt", alpha=1.0)
+    assert json.loads((out / "export.json").read_text())["generate_changed"] == {"length_penalty": "average"}
+    assert "generate.length_penalty: average here (the model's gnmt" in (out / "README.txt").read_text()
+    assert Generator.from_pretrained(out, method="beam").config.length_penalty == "average"
     generator = Generator.from_pretrained(out, length_penalty="average")
     for options, named in [
         ({"method": "diverse_beam", "groups": 1}, "diverse_beam"),

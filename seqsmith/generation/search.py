@@ -1,7 +1,7 @@
 """The one entry point of generation: ids in, ranked hypotheses out, for every algorithm and model.
 
 Search sees only the model interface (encode / decode_step / state.select), so it works unchanged with
-every architecture and with ensembles.
+every architecture and with ensembles. ``length_batches`` and ``pad`` are the batching every engine shares.
 """
 
 from __future__ import annotations

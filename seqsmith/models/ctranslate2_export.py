@@ -16,12 +16,25 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
+from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.model_dir import LoadedModel
 from seqsmith.models.transformer import TransformerModel, _DecoderLayer, _EncoderLayer
 from seqsmith.specials import BOS_ID, EOS_ID, SPECIALS, UNK_ID
 
 QUANTIZATIONS = ("float32", "int8", "int16", "float16", "bfloat16", "int8_float32")
+
+
+def runnable_settings(generate: GenerateConfig) -> dict[str, Any]:
+    """The model's generate defaults CTranslate2 cannot run, as the nearest it can: its length penalty
+    divides by length^a, not GNMT's ((5 + len) / 6)^a, so beam search ranks by the average log-probability,
+    and it has no coverage term of seqsmith's."""
+    changed: dict[str, Any] = {}
+    if generate.length_penalty == "gnmt" and generate.alpha > 0:
+        changed["length_penalty"] = "average"
+    if generate.coverage_penalty > 0:
+        changed["coverage_penalty"] = 0.0
+    return changed
 
 
 def import_ctranslate2() -> Any:

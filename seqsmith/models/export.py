@@ -2,9 +2,11 @@
 
 An export holds ``config.json`` (the model's, with ``generate.engine`` and ``generate.quantize`` naming the
 runtime and the weights' precision), ``tokenizer/``, the runtime's files in a subdirectory named after it,
-``export.json`` (what was exported from where) and ``README.txt`` (how to load it). ``seqsmith generate``,
-``evaluate`` and ``serve`` take it like a model directory. Each format is one ``Exporter``: a function that
-writes the runtime's files for a loaded model, and says by name what of the model it cannot express.
+``export.json`` (what was exported from where) and ``README.txt`` (how to load it); generation defaults
+the runtime cannot run (GNMT's length penalty in CTranslate2's beam) become the nearest it can, said in
+both. ``seqsmith generate``, ``evaluate`` and ``serve`` take it like a model directory. Each format is one
+``Exporter``: a function that writes the runtime's files for a loaded model, and says by name what of the
+model it cannot express.
 The directory appears only once complete; ``force`` replaces an older export only then.
 """
 
@@ -16,8 +18,9 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from seqsmith.config import save_config
+from seqsmith.config import GenerateConfig, save_config
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_directory, atomic_write_text
 from seqsmith.models.model_dir import CONFIG, TOKENIZER, WEIGHTS, LoadedModel, load_model_dir
@@ -33,6 +36,8 @@ class Exporter:
     quantizations: tuple[str, ...]  # the first is the default
     write: Callable[[LoadedModel, Path, str], None]
     load_hint: str  # the README line: how to run the files without seqsmith
+    # the model's generate defaults the runtime cannot run, replaced by the nearest it can
+    settings: Callable[[GenerateConfig], dict[str, Any]] = lambda generate: {}
 
 
 def export_model(
@@ -54,7 +59,9 @@ def export_model(
     with atomic_directory(staging) as temporary:
         exporter.write(loaded, temporary / exporter.engine, quantize)
         config = loaded.config.model_copy(deep=True)
-        config.generate = config.generate.model_copy(update={"engine": exporter.engine, "quantize": "none"})
+        changed = exporter.settings(config.generate)
+        update = {**changed, "engine": exporter.engine, "quantize": "none"}
+        config.generate = config.generate.model_copy(update=update)
         save_config(config, temporary / CONFIG)
         shutil.copytree(model_dir / TOKENIZER, temporary / TOKENIZER)
         info = {
@@ -66,13 +73,19 @@ def export_model(
             "files_bytes": sum(
                 p.stat().st_size for p in (temporary / exporter.engine).rglob("*") if p.is_file()
             ),
+            "generate_changed": changed,
         }
         atomic_write_text(temporary / EXPORT_INFO, json.dumps(info, indent=2) + "\n")
         atomic_write_text(
             temporary / "README.txt",
             f"A {exporter.engine} export ({quantize}) of {model_dir}, written by `seqsmith export`.\n"
             f"With seqsmith: seqsmith generate {out_dir} < input.txt (tokenization included)\n"
-            f"Without: {exporter.load_hint}\n",
+            f"Without: {exporter.load_hint}\n"
+            + "".join(
+                f"generate.{key}: {value} here (the model's {getattr(loaded.config.generate, key)} is "
+                f"beyond {exporter.engine})\n"
+                for key, value in changed.items()
+            ),
         )
     _swap_into_place(staging, out_dir)
     return out_dir
@@ -90,7 +103,7 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
 
 def exporters() -> dict[str, Exporter]:
     """The formats ``seqsmith export --format`` knows (each writer imports its runtime only when run)."""
-    from seqsmith.models.ctranslate2_export import QUANTIZATIONS, write_ctranslate2
+    from seqsmith.models.ctranslate2_export import QUANTIZATIONS, runnable_settings, write_ctranslate2
     from seqsmith.models.onnx_model import write_onnx
 
     return {
@@ -99,6 +112,7 @@ def exporters() -> dict[str, Exporter]:
             QUANTIZATIONS,
             write_ctranslate2,
             "ctranslate2.Translator('ctranslate2').translate_batch(piece lists ending with '</s>')",
+            runnable_settings,
         ),
         "onnx": Exporter(
             "onnx",

@@ -10,7 +10,8 @@ frequencies differ: Marian uses 10000^(-2i/d), seqsmith 10000^(-i/(d/2 - 1)). tr
 Marian's table unless the checkpoint holds one, so the export writes seqsmith's table into
 model.safetensors and checks the reloaded model's logits. A caveat that follows: ``save_pretrained``
 of the loaded model drops the table again (Marian lists it in ``_keys_to_ignore_on_save``), and other
-Marian runtimes (Marian C++, CTranslate2) always use their own.
+Marian runtimes (Marian C++, CTranslate2's Marian converter) always use their own: for CTranslate2,
+``seqsmith export --format ctranslate2`` (``seqsmith.models.ctranslate2_export``) writes seqsmith's table.
 """
 
 from __future__ import annotations
