@@ -133,8 +133,10 @@ def test_soft_targets_match_a_float64_kl_divergence() -> None:
         assert float(grad[0, 3].abs().sum()) == 0.0  # a padded position teaches nothing
 
 
-def word_distilled(teacher: Path, root: Path, weight: float, **train: object) -> list[dict[str, float]]:
-    teacher_data = read_config(teacher).data.output_dir
+def word_distilled(
+    teacher: Path, root: Path, weight: float, data_of: Path | None = None, **train: object
+) -> list[dict[str, float]]:
+    teacher_data = read_config(data_of or teacher).data.output_dir
     config = tiny_config(
         root,
         model={"dropout": 0.0},
@@ -167,7 +169,7 @@ def test_a_teacher_that_cannot_be_read_or_speaks_other_pieces_is_named(teacher: 
     with pytest.raises(
         SeqsmithError, match=r"train.objective.teacher=.*nowhere: model directory .* not found"
     ):
-        word_distilled(tmp_path / "nowhere", tmp_path / "a", 1.0, max_steps=1)
+        word_distilled(tmp_path / "nowhere", tmp_path / "a", 1.0, data_of=teacher, max_steps=1)
     chars = tiny_config(tmp_path / "chars", data={"tokenizer": {"kind": "char", "byte_fallback": False}})
     api.prepare(chars)
     student = tiny_config(

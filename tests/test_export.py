@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def outputs(directory: Path, **options: object) -> list[tuple[list[int], float, 
 
 @pytest.mark.parametrize("fmt", ["ctranslate2", "onnx"])
 @pytest.mark.parametrize("which", ["post_norm", "pre_norm"])
-@pytest.mark.parametrize("search", [{"method": "greedy"}, SAME])
+@pytest.mark.parametrize("search", [{"method": "greedy", "length_penalty": "gnmt"}, SAME])
 def test_an_export_searches_as_seqsmith_does(
     request: pytest.FixtureRequest, tmp_path: Path, fmt: str, which: str, search: dict[str, object]
 ) -> None:
@@ -178,3 +179,15 @@ def test_models_a_format_cannot_express_get_one_line(tmp_path: Path) -> None:
         with pytest.raises(SeqsmithError, match="runs Transformers only .*this model is gru"):
             api.export(config.train.model_dir, tmp_path / fmt, fmt)
     assert not (tmp_path / "ctranslate2").exists() and not (tmp_path / "onnx").exists()
+
+
+def test_a_missing_runtime_names_the_extra(
+    post_norm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = api.export(post_norm, tmp_path / "c", "ctranslate2")
+    onnx_out = api.export(post_norm, tmp_path / "o", "onnx")
+    for name, directory in (("ctranslate2", out), ("onnxruntime", onnx_out)):
+        with monkeypatch.context() as patch:
+            patch.setitem(sys.modules, name, None)  # what an import of an absent package does
+            with pytest.raises(SeqsmithError, match=rf"{name} is not installed; .*seqsmith\[export\]"):
+                Generator.from_pretrained(directory)

@@ -20,11 +20,10 @@ import torch
 
 from seqsmith.config import GenerateConfig
 from seqsmith.data.tokenizer import Tokenizers, WordMarks
-from seqsmith.errors import SeqsmithError
+from seqsmith.errors import SeqsmithError, import_extra
 from seqsmith.generation.hypothesis import Hypothesis, rank_scores
 from seqsmith.generation.search import length_batches, search_all
 from seqsmith.models.build import describe
-from seqsmith.models.ctranslate2_export import import_ctranslate2
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.model_dir import WEIGHTS, load_model_dir
 from seqsmith.models.quantize import quantize_int8
@@ -81,7 +80,7 @@ class CTranslate2Engine(Engine):
     model = None
 
     def __init__(self, directory: Path, tokenizers: Tokenizers, quantize: str) -> None:
-        ctranslate2 = import_ctranslate2()
+        ctranslate2 = import_extra("ctranslate2", "export")
         self.ctranslate2 = ctranslate2
         self.compute_type = "int8" if quantize == "int8" else "default"
         self.translator = ctranslate2.Translator(

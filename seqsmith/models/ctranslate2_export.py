@@ -10,14 +10,13 @@ does the tokenizing around it.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, cast
 
 from torch import Tensor, nn
 
 from seqsmith.config import GenerateConfig
-from seqsmith.errors import SeqsmithError
+from seqsmith.errors import SeqsmithError, import_extra
 from seqsmith.models.model_dir import LoadedModel
 from seqsmith.models.transformer import TransformerModel, _DecoderLayer, _EncoderLayer
 from seqsmith.specials import BOS_ID, EOS_ID, SPECIALS, UNK_ID
@@ -35,15 +34,6 @@ def runnable_settings(generate: GenerateConfig) -> dict[str, Any]:
     if generate.coverage_penalty > 0:
         changed["coverage_penalty"] = 0.0
     return changed
-
-
-def import_ctranslate2() -> Any:
-    try:
-        return importlib.import_module("ctranslate2")
-    except ImportError:
-        raise SeqsmithError(
-            "CTranslate2 is not installed; install the export extra: pip install 'seqsmith[export]'"
-        ) from None
 
 
 def _array(tensor: Tensor) -> Any:
@@ -73,7 +63,7 @@ def transformer_model(loaded: LoadedModel, what: str) -> TransformerModel:
 
 
 def transformer_spec(model: TransformerModel) -> Any:
-    ctranslate2 = import_ctranslate2()
+    ctranslate2 = import_extra("ctranslate2", "export")
     specs = ctranslate2.specs
     config = model.config
     pre_norm = config.norm == "pre"

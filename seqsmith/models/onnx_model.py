@@ -14,7 +14,6 @@ int8 is onnxruntime's dynamic quantization of both graphs' matrix products.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import warnings
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from seqsmith.errors import SeqsmithError
+from seqsmith.errors import SeqsmithError, import_extra
 from seqsmith.models.ctranslate2_export import transformer_model
 from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel
 from seqsmith.models.model_dir import LoadedModel
@@ -33,15 +32,6 @@ from seqsmith.models.transformer import TransformerModel, _DecoderLayer, padding
 
 META = "meta.json"
 OPSET = 17
-
-
-def import_onnxruntime() -> Any:
-    try:
-        return importlib.import_module("onnxruntime")
-    except ImportError:
-        raise SeqsmithError(
-            "onnxruntime is not installed; install the export extra: pip install 'seqsmith[export]'"
-        ) from None
 
 
 class _Encoder(nn.Module):
@@ -216,7 +206,7 @@ class OnnxModel(Seq2SeqModel):
 
     @classmethod
     def load(cls, directory: Path) -> OnnxModel:
-        ort = import_onnxruntime()
+        ort = import_extra("onnxruntime", "export")
         try:
             meta = json.loads((directory / META).read_text(encoding="utf-8"))
             options = ort.SessionOptions()
