@@ -81,6 +81,15 @@ def cmd_distill(args: argparse.Namespace) -> None:
     _print_json(asdict(result))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """The directory, then its README (how to run it, and any generate default the runtime changed)."""
+    out = api.export(args.model_dir, args.out_dir, args.format, args.quantize, args.force)
+    readme = out / "README.txt"
+    print(out)
+    if readme.is_file():
+        print(readme.read_text(encoding="utf-8"), end="")
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     from seqsmith.serving.app import serve
 
@@ -190,9 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", default="ctranslate2", help="ctranslate2 (default), onnx or marian")
     export.add_argument("--quantize", help="ctranslate2: int8, int16, float16, bfloat16; onnx: int8")
     export.add_argument("--force", action="store_true", help="replace an existing export")
-    export.set_defaults(
-        func=lambda a: print(api.export(a.model_dir, a.out_dir, a.format, a.quantize, a.force))
-    )
+    export.set_defaults(func=cmd_export)
 
     serve = verbs.add_parser("serve", help="HTTP server with a small web page (needs seqsmith[serve])")
     serve.add_argument("model_dir")

@@ -101,6 +101,8 @@ def test_evaluate_and_the_cli_take_an_export(
 ) -> None:
     assert main(["export", str(post_norm), str(tmp_path / "c"), "--format", "ctranslate2"]) == 0
     assert (tmp_path / "c" / "README.txt").read_text().count("seqsmith generate") == 1
+    printed = capsys.readouterr().out
+    assert "generate.length_penalty: average here (the model's gnmt" in printed
     options = {"length_penalty": "average"}
     scores = api.evaluate_model(tmp_path / "c", out=tmp_path / "ev", **options)
     ours = api.evaluate_model(post_norm, out=tmp_path / "ev2", **options)
