@@ -9,7 +9,6 @@ searches (beam, sampling, diverse beam, every rule) run over onnxruntime session
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from seqsmith.config import GenerateConfig
 from seqsmith.data.tokenizer import Tokenizers, WordMarks
 from seqsmith.errors import SeqsmithError, import_extra
 from seqsmith.generation.hypothesis import Hypothesis, rank_scores
+from seqsmith.generation.rules import length_bounds
 from seqsmith.generation.search import length_batches, search_all
 from seqsmith.models.build import describe
 from seqsmith.models.interface import Seq2SeqModel
@@ -159,13 +159,9 @@ class CTranslate2Engine(Engine):
         sources: Sequence[Sequence[int]], config: GenerateConfig
     ) -> Iterator[tuple[np.ndarray, int]]:
         """Length-sorted batches whose sources share one output limit, since CTranslate2 takes one a batch;
-        the limit is ``LengthLimits``' rule, so each sentence stops where the torch engine stops it."""
-        cap = config.max_length
-        reals = [min(sum(i not in (EOS_ID, BOS_ID, PAD_ID) for i in ids), cap) for ids in sources]
-        floor = min(config.min_length, cap)
-        limits = [
-            max(min(math.floor(config.max_length_a * n) + config.max_length_b, cap), floor, 1) for n in reals
-        ]
+        the limit is the torch engine's (``length_bounds``), so each sentence stops where it would there."""
+        reals = torch.tensor([sum(i not in (EOS_ID, BOS_ID, PAD_ID) for i in ids) for ids in sources])
+        limits = length_bounds(reals, config, config.max_length)[1].tolist()
         budget = config.batch_tokens // config.width
         for limit in sorted(set(limits), reverse=True):
             group = np.array([k for k, one in enumerate(limits) if one == limit])

@@ -18,6 +18,18 @@ from seqsmith.generation.whole_words import WholeWords
 from seqsmith.models.interface import Seq2SeqModel
 
 
+def length_bounds(src_len: Tensor, config: GenerateConfig, longest: int) -> tuple[Tensor, Tensor]:
+    """(min, max) output tokens per row from the real source lengths: max = a * length + b, never below
+    min and never past ``longest``; with ``config.fixed_length`` both are the source length."""
+    src_len = src_len.clamp(max=longest)
+    if config.fixed_length:
+        return src_len, src_len.clone()
+    max_len = (config.max_length_a * src_len.double()).floor().clamp(max=longest).long()
+    min_len = torch.full_like(src_len, min(config.min_length, longest))
+    max_len = (max_len + min(config.max_length_b, longest)).clamp(max=longest)
+    return min_len, torch.maximum(max_len, min_len)
+
+
 @dataclasses.dataclass
 class LengthLimits:
     """Per row: EOS is masked before ``min_len`` output tokens and forced after ``max_len`` of them.
@@ -53,14 +65,8 @@ class LengthLimits:
         With ``config.whole_words`` and the tokenizer's ``marks``, the rows also keep copied names whole."""
         longest = min(model.max_output_length, config.max_length)
         real = src_mask & (src != model.eos_id) & (src != model.bos_id)
-        src_len = real.sum(1).clamp(max=longest)
         words = WholeWords.from_marks(marks, src) if config.whole_words and marks is not None else None
-        if config.fixed_length:
-            return cls(src_len, src_len.clone(), words=words)
-        max_len = (config.max_length_a * src_len.double()).floor().clamp(max=longest).long()
-        min_len = torch.full_like(src_len, min(config.min_length, longest))
-        max_len = (max_len + min(config.max_length_b, longest)).clamp(max=longest)
-        return cls(min_len, torch.maximum(max_len, min_len), words=words)
+        return cls(*length_bounds(real.sum(1), config, longest), words=words)
 
     def select(self, rows: Tensor) -> LengthLimits:
         return LengthLimits(

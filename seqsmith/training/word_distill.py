@@ -46,14 +46,12 @@ class WordDistill(Objective):
             loaded = load_model_dir(Path(self.config.teacher))
         except SeqsmithError as error:
             raise SeqsmithError(f"{where}: {error}") from None
-        for side in ("source", "target"):
-            ours, theirs = getattr(tokenizers, side), getattr(loaded.tokenizers, side)
-            if ours.vocab_size != theirs.vocab_size or any(
-                ours.piece(i) != theirs.piece(i) for i in range(ours.vocab_size)
-            ):
+        ours, theirs = tokenizers.vocabulary()[3:], loaded.tokenizers.vocabulary()[3:]
+        for side, mine, its in zip(("source", "target"), ours, theirs):
+            if mine != its:
                 raise SeqsmithError(
-                    f"{where}: its {side} vocabulary ({theirs.vocab_size} pieces) is not the student's "
-                    f"({ours.vocab_size}); train the student on the teacher's prepared data (data.output_dir)"
+                    f"{where}: its {side} vocabulary ({len(its)} pieces) is not the student's ({len(mine)}); "
+                    "train the student on the teacher's prepared data (data.output_dir)"
                 )
         self.teacher = loaded.model.to(device).requires_grad_(False)
 
