@@ -31,6 +31,7 @@ from seqsmith.evaluation.metrics import (
 from seqsmith.evaluation.report import write_report
 from seqsmith.fileio import atomic_write_text, text_lines
 from seqsmith.generation.generator import Generator
+from seqsmith.generation.synthetic import SyntheticData, synthesize
 from seqsmith.models.export import export_model, exporters
 from seqsmith.models.hf_export import export_marian
 from seqsmith.models.model_dir import WEIGHTS, check_prepared_data, load_model_dir, save_weights
@@ -198,6 +199,23 @@ def distill(
     data = distilled_data(teacher, Path(teacher_dir), config, work, monolingual, show_progress)
     del teacher
     return train(data.config, show_progress)
+
+
+def back_translate(
+    model_dir: str | Path,
+    monolingual: str | Path,
+    out: str | Path,
+    show_progress: bool = True,
+    **options: Any,
+) -> SyntheticData:
+    """Decode every line of ``monolingual`` with the model (its generation settings and ``options``) into
+    the parallel files ``out.<its source suffix>`` (the lines) and ``out.<its target suffix>`` (its
+    outputs): back-translation with a reverse model, self-training with a forward one. Sampling without a
+    seed gets seed 1, so that a resumed run continues the same corpus."""
+    generator = load(model_dir, **options)
+    if generator.config.method == "sample" and generator.config.seed is None:
+        generator.config = generator.config.model_copy(update={"seed": 1})
+    return synthesize(generator, Path(monolingual), Path(out), show_progress)
 
 
 def export(

@@ -81,6 +81,11 @@ def cmd_distill(args: argparse.Namespace) -> None:
     _print_json(asdict(result))
 
 
+def cmd_back_translate(args: argparse.Namespace) -> None:
+    result = api.back_translate(args.model_dir, args.monolingual, args.out, **_options(args.options))
+    _print_json(asdict(result))
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     """The directory, then its README (how to run it, and any generate default the runtime changed)."""
     out = api.export(args.model_dir, args.out_dir, args.format, args.quantize, args.force)
@@ -192,6 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the teacher's generation options, e.g. --teacher-option beam_size=8",
     )
     distill.set_defaults(func=cmd_distill)
+
+    back = verbs.add_parser(
+        "back-translate",
+        help="decode monolingual text into synthetic pairs (back-translation with a reverse model, "
+        "self-training with a forward one)",
+    )
+    back.add_argument("model_dir", help="the model that decodes (for back-translation: target -> source)")
+    back.add_argument("monolingual", type=Path, help="one sentence a line, in the model's source language")
+    back.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        help="prefix: writes OUT.<source suffix> and OUT.<target suffix>",
+    )
+    back.add_argument(
+        "options", nargs="*", help="generation options, e.g. method=sample top_p=0.9 or beam_size=5"
+    )
+    back.set_defaults(func=cmd_back_translate)
 
     export = verbs.add_parser("export", help="write a model for CTranslate2, onnxruntime or transformers")
     export.add_argument("model_dir")

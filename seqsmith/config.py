@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from seqsmith.errors import SeqsmithError
+from seqsmith.specials import SEP, SPECIALS
 
 _SHORT = reprlib.Repr()  # a wrong value as errors show it: short, however large the value
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxlevel = 80, 80, 4, 1
@@ -32,6 +33,37 @@ _SHOWN = 12  # problems listed in one error
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class Kinded(Section):
+    """A family of sections told apart by ``kind``: defining a subclass with a new ``kind`` literal
+    registers it in its family's ``kinds`` (the family's base defines that dictionary)."""
+
+    kind: str
+    kinds: ClassVar[dict[str, type[Kinded]]]
+    family: ClassVar[str]  # what a kind names, for errors
+    hint: ClassVar[str] = ""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if "kinds" in cls.__dict__:
+            return
+        kind = cls.model_fields["kind"].default
+        if not isinstance(kind, str):
+            raise TypeError(f"{cls.__name__} must give kind a default, e.g. kind: Literal['mine'] = 'mine'")
+        cls.kinds[kind] = cls
+
+    @classmethod
+    def pick(cls, raw: Any, default: str | None = None) -> Any:
+        """The family member ``raw["kind"]`` names, validated; anything but a mapping is left to pydantic."""
+        if not isinstance(raw, dict):
+            return raw
+        kind = raw.get("kind", default)
+        if kind not in cls.kinds:
+            known = ", ".join(sorted(cls.kinds))
+            raise ValueError(f"unknown {cls.family} kind {kind!r}; known: {known}{cls.hint}")
+        return cls.kinds[kind].model_validate(raw)
 
 
 class TokenizerConfig(Section):
@@ -43,21 +75,130 @@ class TokenizerConfig(Section):
     lowercase: bool = False
     character_coverage: float = Field(1.0, gt=0.0, le=1.0)  # SentencePiece; use 0.9995 for CJK-heavy data
     sample_lines: int = Field(2_000_000, ge=1000)  # SentencePiece trains on at most this many lines per side
-    # SentencePiece: extra copies of every training pair, segmented by sampling (BPE-dropout, Provilkov et al.
-    # 2020; subword regularization, Kudo 2018) so that the model sees words split several ways; dev and test
-    # keep the one best segmentation
-    sampling_copies: int = Field(0, ge=0)
-    sampling_alpha: float = Field(0.1, gt=0.0, le=1.0)  # bpe: chance a merge is skipped; unigram: smoothing
     # a character (char, sentencepiece) or word (word) outside the vocabulary is spelled by its UTF-8 bytes,
     # 256 reserved ids, instead of <unk>: any text round-trips; false keeps the ids of older vocabularies
     byte_fallback: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not {"sampling_copies", "sampling_alpha"} & raw.keys():
+            return raw
+        if not raw.get("sampling_copies"):  # what model directories of earlier versions hold: no copies
+            return {k: v for k, v in raw.items() if k not in ("sampling_copies", "sampling_alpha")}
+        raise ValueError(
+            "sampling_copies and sampling_alpha moved to data.augment: write "
+            "[{copies: N, transforms: [{kind: bpe_dropout, alpha: A}]}] there"
+        )
+
+
+Side = Literal["source", "target", "both"]
+
+
+class TransformConfig(Kinded):
+    """One step of an augmentation: what it does to the words (or the segmentation) of a side."""
+
+    kinds: ClassVar[dict[str, type[Kinded]]] = {}
+    family: ClassVar[str] = "transform"
+    side: Side = "source"
+
+
+class DropTransform(TransformConfig):
+    kind: Literal["drop"] = "drop"  # each word left out with chance p (token dropout; EDA's deletion)
+    p: float = Field(0.1, gt=0.0, lt=1.0)
+
+
+class BlankTransform(TransformConfig):
+    kind: Literal["blank"] = "blank"  # each word replaced by ``token`` with chance p
+    p: float = Field(0.1, gt=0.0, lt=1.0)
+    token: str = "<blank>"  # added to the vocabulary as one symbol
+
+    @field_validator("token")
+    @classmethod
+    def _one_symbol(cls, token: str) -> str:
+        return _check_symbol(token, "the blank token")
+
+
+class ShuffleTransform(TransformConfig):
+    kind: Literal["shuffle"] = "shuffle"  # no word moves more than k places (Lample et al. 2018)
+    k: int = Field(3, ge=1, le=100)
+
+
+class SwapTransform(TransformConfig):
+    kind: Literal["swap"] = "swap"  # alpha x words swaps of two random words (EDA)
+    alpha: float = Field(0.1, gt=0.0, le=1.0)
+
+
+class SynonymTransform(TransformConfig):
+    kind: Literal["synonym"] = "synonym"  # alpha x words words replaced by a WordNet synonym (EDA)
+    alpha: float = Field(0.1, gt=0.0, le=1.0)
+    language: str = "en"  # WordNet exists for English only (Debian package wordnet-base)
+
+
+class InsertTransform(TransformConfig):
+    kind: Literal["insert"] = "insert"  # alpha x words synonyms of random words put at random places (EDA)
+    alpha: float = Field(0.1, gt=0.0, le=1.0)
+    language: str = "en"
+
+
+class BPEDropoutTransform(TransformConfig):
+    # a sampled segmentation instead of the best one (BPE-dropout, Provilkov et al. 2020; subword
+    # regularization, Kudo 2018): SentencePiece only, applied after the word transforms
+    kind: Literal["bpe_dropout"] = "bpe_dropout"
+    side: Side = "both"
+    alpha: float = Field(0.1, gt=0.0, le=1.0)  # bpe: chance a merge is skipped; unigram: smoothing
+
+
+class AugmentConfig(Section):
+    """``copies`` extra versions of every training pair, each made by ``transforms`` in order, seeded by
+    (data.seed, the augmentation, the copy, the pair): prepare writes the same bytes every run."""
+
+    copies: int = Field(1, ge=1, le=100)
+    transforms: list[SerializeAsAny[TransformConfig]] = Field(min_length=1)
+
+    @field_validator("transforms", mode="before")
+    @classmethod
+    def _pick_transforms(cls, raw: Any) -> Any:
+        return [TransformConfig.pick(item) for item in raw] if isinstance(raw, list) else raw
+
+
+def _check_symbol(text: str, what: str) -> str:
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"{what} {text!r} must be one non-empty word without spaces")
+    if text in (*SPECIALS, SEP):
+        raise ValueError(f"{what} {text!r} is one of the special symbols {[*SPECIALS, SEP]}; pick another")
+    return text
+
+
+class TrainSource(Section):
+    """One of several training corpora (real and back-translated pairs, say), read like ``data.train``."""
+
+    path: str
+    weight: float | None = Field(
+        None, ge=0.0
+    )  # its share of each epoch's examples (the weights are relative)
+    upsample: float | None = Field(
+        None, ge=0.0
+    )  # or: how often an epoch sees it (2: twice, 0.5: a seeded half)
+    tag: str | None = None  # a token put before each of its sources (tagged back-translation, Caswell 2019)
+    max_examples: int | None = Field(None, ge=1)  # its first N pairs only (data.max_train_examples: of all)
+    # transforms applied to every pair of this corpus in place (noised back-translation: drop, blank, shuffle)
+    transforms: list[SerializeAsAny[TransformConfig]] = []
+
+    @field_validator("transforms", mode="before")
+    @classmethod
+    def _pick_transforms(cls, raw: Any) -> Any:
+        return [TransformConfig.pick(item) for item in raw] if isinstance(raw, list) else raw
+
+    @field_validator("tag")
+    @classmethod
+    def _one_symbol(cls, tag: str | None) -> str | None:
+        return None if tag is None else _check_symbol(tag, "the tag")
+
     @model_validator(mode="after")
-    def _sampling_needs_sentencepiece(self) -> TokenizerConfig:
-        if self.sampling_copies and self.kind != "sentencepiece":
-            raise ValueError(
-                f"sampling_copies needs kind: sentencepiece (a {self.kind} tokenizer has one split)"
-            )
+    def _one_rate(self) -> TrainSource:
+        if self.weight is not None and self.upsample is not None:
+            raise ValueError(f"{self.path}: give weight or upsample, not both")
         return self
 
 
@@ -65,7 +206,8 @@ class DataConfig(Section):
     format: Literal["parallel", "tsv", "jsonl", "dialogue"] = "parallel"
     # parallel: prefixes, read as <prefix>.<source_suffix> and <prefix>.<target_suffix>;
     # tsv/jsonl/dialogue: file paths. Relative paths are resolved from the working directory.
-    train: str
+    # train may also list several corpora, each with a weight or upsampling factor and a tag (TrainSource)
+    train: str | list[TrainSource]
     dev: str | None = None
     test: str | None = None
     source_suffix: str = "src"
@@ -87,6 +229,38 @@ class DataConfig(Section):
     empty_lines: Literal["skip", "error"] = "skip"
     max_train_examples: int | None = Field(None, ge=1)  # use only the first N training pairs
     output_dir: str = "runs/data"  # where `seqsmith prepare` writes tokenizer and binarized splits
+    augment: list[AugmentConfig] = []  # extra training pairs made by transforms (noise, EDA, BPE-dropout)
+    seed: int = 1  # of the augmentations
+    # the source tokens in reverse order, in prepare and in generation (Sutskever et al. 2014)
+    reverse_source: bool = False
+
+    @field_validator("train")
+    @classmethod
+    def _some_sources(cls, train: str | list[TrainSource]) -> str | list[TrainSource]:
+        if isinstance(train, str):
+            return train
+        if not train:
+            raise ValueError("lists no corpus; give one path or a list of {path: ...}")
+        rated = [source.weight is not None for source in train]
+        if any(rated) and not all(rated):
+            raise ValueError("give every corpus a weight, or none (then each is read upsample times)")
+        rates = [source.weight if source.weight is not None else source.upsample for source in train]
+        if sum(1.0 if rate is None else rate for rate in rates) <= 0:
+            raise ValueError("the weights (or upsample factors) sum to 0: no corpus would be read")
+        return train
+
+    @property
+    def train_sources(self) -> list[TrainSource]:
+        return [TrainSource(path=self.train)] if isinstance(self.train, str) else self.train
+
+    @property
+    def symbols(self) -> list[str]:
+        """Tokens the vocabulary must hold as one symbol each: the corpora's tags, the blank tokens."""
+        found = [source.tag for source in self.train_sources if source.tag is not None]
+        transforms = [t for a in self.augment for t in a.transforms]
+        transforms += [t for source in self.train_sources for t in source.transforms]
+        found += [t.token for t in transforms if isinstance(t, BlankTransform)]
+        return list(dict.fromkeys(found))
 
 
 class TransformerConfig(Section):
@@ -189,23 +363,14 @@ ModelConfig = Annotated[
 ]
 
 
-class ObjectiveConfig(Section):
-    """The ``train.objective`` section: one subclass per objective, picked by its ``kind``.
+class ObjectiveConfig(Kinded):
+    """The ``train.objective`` section: one subclass per objective, picked by its ``kind``, so a plug-in
+    objective (a config class here and an ``Objective`` in ``seqsmith.training.objective``) is validated
+    like the built-in ones."""
 
-    Defining a subclass with a new ``kind`` literal registers it, so a plug-in objective (a config class
-    here and an ``Objective`` in ``seqsmith.training.objective``) is validated like the built-in ones.
-    """
-
-    kind: str
-    kinds: ClassVar[dict[str, type[ObjectiveConfig]]] = {}
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        kind = cls.model_fields["kind"].default
-        if not isinstance(kind, str):
-            raise TypeError(f"{cls.__name__} must give kind a default, e.g. kind: Literal['mine'] = 'mine'")
-        ObjectiveConfig.kinds[kind] = cls
+    kinds: ClassVar[dict[str, type[Kinded]]] = {}
+    family: ClassVar[str] = "objective"
+    hint: ClassVar[str] = " (a plug-in objective registers its kind when the module defining it is imported)"
 
 
 class MLEObjectiveConfig(ObjectiveConfig):
@@ -237,6 +402,9 @@ class TrainConfig(Section):
     # vocabulary rows are matched by piece, so the two vocabularies may differ
     init_from: str | None = None
     init_parts: list[ModelPart] = ["encoder", "decoder", "embeddings"]
+    freeze: list[ModelPart] = []  # parts that keep their starting weights (a transferred encoder, say)
+    # a factor on the learning rate per part (0.1: a transferred part moves at a tenth of the rate)
+    part_lr: dict[ModelPart, Annotated[float, Field(gt=0.0, le=100.0)]] = {}
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
     lr: float = Field(5e-4, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.98)
@@ -272,15 +440,7 @@ class TrainConfig(Section):
     @classmethod
     def _pick_objective(cls, raw: Any, handler: Any) -> Any:
         """A discriminated union over every registered objective, the plug-ins included."""
-        if not isinstance(raw, dict):
-            return handler(raw)
-        kind = raw.get("kind", "mle")
-        if kind not in ObjectiveConfig.kinds:
-            raise ValueError(
-                f"unknown objective kind {kind!r}; known: {', '.join(sorted(ObjectiveConfig.kinds))} "
-                "(a plug-in objective registers its kind when the module defining it is imported)"
-            )
-        return ObjectiveConfig.kinds[kind].model_validate(raw)
+        return ObjectiveConfig.pick(raw, "mle") if isinstance(raw, dict) else handler(raw)
 
     @property
     def higher_is_better(self) -> bool:
@@ -300,6 +460,10 @@ class TrainConfig(Section):
             )
         if not self.init_parts:
             raise ValueError("init_parts is empty: name encoder, decoder and/or embeddings")
+        if {"encoder", "decoder", "embeddings"} <= set(self.freeze):
+            raise ValueError("freeze names every part, so nothing would train: leave at least one out")
+        if frozen := sorted(set(self.freeze) & set(self.part_lr)):
+            raise ValueError(f"{', '.join(frozen)} is frozen and has a part_lr too: drop one of the two")
         return self
 
 
@@ -400,6 +564,11 @@ class Config(Section):
     def _cross_section(self) -> Config:
         if getattr(self.model, "share_embeddings", False) and not self.data.tokenizer.joint:
             raise ValueError("model.share_embeddings needs data.tokenizer.joint: true")
+        if self.data.reverse_source and self.generate.whole_words:
+            raise ValueError(
+                "generate.whole_words reads source words in their order, which data.reverse_source turns "
+                "around: set one of them to false"
+            )
         data, model = Path(self.data.output_dir).resolve(), Path(self.train.model_dir).resolve()
         if model == data or data in model.parents:
             raise ValueError(

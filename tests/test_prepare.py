@@ -79,7 +79,7 @@ def test_truncate_training_pairs_from_the_left_and_max_train_examples(tmp_path: 
     assert (train.read, train.kept, train.truncated, train.empty_skipped) == (5, 4, 1, 1)
     tokenizers = Tokenizers.load(tmp_path / "out" / "tokenizer")
     split = BinarizedSplit(tmp_path / "out", "train")
-    assert split.source(2).tolist() == encode_source(tokenizers, TRAIN[3][0], 8, "left")
+    assert split.source(2).tolist() == encode_source(tokenizers, TRAIN[3][0], config.data)
     assert tokenizers.source.decode(split.source(2)) == "three four five six seven eight nine ten"
 
 
@@ -158,7 +158,7 @@ def test_jsonl_with_several_references_and_sentencepiece(tmp_path: Path) -> None
         assert split.target(i).tolist() == processor.encode(lines[i]["summary"])
 
 
-def test_sampled_copies_spell_the_same_text_in_other_pieces(tmp_path: Path) -> None:
+def test_bpe_dropout_copies_spell_the_same_text_in_other_pieces(tmp_path: Path) -> None:
     words = ["house", "garden", "window", "kitchen", "table", "chair", "yellow", "orange", "noon", "dusk"]
     pairs = [
         (f"the {words[i % 10]} and the {words[i * 7 % 10]}", f"{words[i * 3 % 10]} {i}") for i in range(60)
@@ -169,19 +169,20 @@ def test_sampled_copies_spell_the_same_text_in_other_pieces(tmp_path: Path) -> N
     data = {
         "train": str(tmp_path / "train"),
         "dev": str(tmp_path / "dev"),
-        "tokenizer": {"vocab_size": 80, "sampling_copies": 2, "sampling_alpha": 0.3, "byte_fallback": False},
+        "tokenizer": {"vocab_size": 80, "byte_fallback": False},
+        "augment": [{"copies": 2, "transforms": [{"kind": "bpe_dropout", "alpha": 0.3}]}],
         "max_source_length": 40,
         "max_target_length": 40,
         "output_dir": str(tmp_path / "out"),
     }
     report = prepare(config_from_dict({"data": data}), progress=False)
     train = report.splits["train"]
-    assert (train.kept, train.filtered_overlong, train.sampled_copies) == (60, 1, 120)
-    assert report.splits["dev"].sampled_copies == 0
+    assert (train.kept, train.filtered_overlong, train.augmented) == (60, 1, 120)
+    assert report.splits["dev"].augmented == 0
     split = BinarizedSplit(tmp_path / "out", "train")
     tokenizers = Tokenizers.load(tmp_path / "out" / "tokenizer")
     assert len(split) == 180 and len(BinarizedSplit(tmp_path / "out", "dev")) == 5
-    best = [encode_source(tokenizers, source, 40) for source, _ in pairs]
+    best = [encode_source(tokenizers, source, config_from_dict({"data": data}).data) for source, _ in pairs]
     for i in range(180):  # originals first, then each chunk's copies in the same order
         source, target = pairs[i % 60]
         assert tokenizers.source.decode(split.source(i)) == source
@@ -195,9 +196,14 @@ def test_sampled_copies_spell_the_same_text_in_other_pieces(tmp_path: Path) -> N
     assert (tmp_path / "again" / "train.source.bin").read_bytes() == first  # seeded: the same every run
 
 
-def test_sampled_copies_need_sentencepiece(tmp_path: Path) -> None:
-    with pytest.raises(SeqsmithError, match="sampling_copies needs kind: sentencepiece"):
-        make_config(tmp_path, tokenizer={"kind": "word", "sampling_copies": 1})
+def test_bpe_dropout_needs_sentencepiece_and_the_old_keys_say_where_they_moved(tmp_path: Path) -> None:
+    augment = [{"transforms": [{"kind": "bpe_dropout"}]}]
+    config = make_config(tmp_path, tokenizer={"kind": "word"}, augment=augment)
+    with pytest.raises(SeqsmithError, match=r"data.augment\[0\]: bpe_dropout samples SentencePiece"):
+        prepare(config, progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SeqsmithError, match="moved to data.augment"):
+        make_config(tmp_path, tokenizer={"sampling_copies": 1})
 
 
 @pytest.mark.may_skip

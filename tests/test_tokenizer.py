@@ -6,12 +6,13 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqsmith.config import TokenizerConfig
+from seqsmith.config import DataConfig, TokenizerConfig
 from seqsmith.data.tokenizer import (
     CharTokenizer,
     Tokenizer,
@@ -248,9 +249,18 @@ def test_sample_lines_caps_and_samples_uniformly() -> None:
 def test_encode_source_and_target_truncate_and_add_eos() -> None:
     tokenizers = Tokenizers.train(TokenizerConfig(kind="word"), ["a b c d e"], ["a b c d e"])
     ids = tokenizers.source.encode("a b c d e")
-    assert encode_source(tokenizers, "a b c d e", 10) == [*ids, EOS_ID]
-    assert encode_source(tokenizers, "a b c d e", 3) == [*ids[:3], EOS_ID]
-    assert encode_source(tokenizers, "a b c d e", 3, "left") == [*ids[-3:], EOS_ID]
+
+    def limits(length: int, **options: Any) -> DataConfig:
+        return DataConfig(train="unused", max_source_length=length, **options)
+
+    assert encode_source(tokenizers, "a b c d e", limits(10)) == [*ids, EOS_ID]
+    assert encode_source(tokenizers, "a b c d e", limits(3)) == [*ids[:3], EOS_ID]
+    assert encode_source(tokenizers, "a b c d e", limits(3, truncate_source_from="left")) == [
+        *ids[-3:],
+        EOS_ID,
+    ]
+    reverse = limits(3, reverse_source=True)  # cut first, then turned around; EOS stays last
+    assert encode_source(tokenizers, "a b c d e", reverse) == [ids[2], ids[1], ids[0], EOS_ID]
     assert encode_target(tokenizers, "a b c d e", 2) == ids[:2]
     assert BOS_ID not in encode_target(tokenizers, "a b", 9)
 
@@ -268,5 +278,6 @@ def test_copy_ids_for_out_of_vocabulary_source_words(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert tokenizers.encode_with_oovs("target", "a cat saw emu", oovs) == [size + 2, cat, size + 1, UNK_ID]
     assert tokenizers.decode_with_oovs([the, size + 1, size, size + 7, EOS_ID], oovs) == "the saw zebra"
-    assert encode_source(tokenizers, text, 3, oovs=oovs) == [the, size, size + 1, EOS_ID]
+    short = DataConfig(train="unused", max_source_length=3)
+    assert encode_source(tokenizers, text, short, oovs=oovs) == [the, size, size + 1, EOS_ID]
     assert sentencepiece(tmp_path).source_oovs("zebra xylophone", 3) == []  # pieces spell every word

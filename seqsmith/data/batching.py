@@ -7,7 +7,7 @@ adds one: ``tgt_in`` = BOS + target, ``tgt_out`` = target + EOS).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqsmith.config import DataConfig
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.errors import SeqsmithError
 from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
@@ -97,6 +98,7 @@ class TokenBatchSampler:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        rates: Sequence[tuple[int, float]] = (),
     ) -> None:
         if not 0 <= rank < world_size:
             raise SeqsmithError(f"rank {rank} must lie in [0, world_size={world_size})")
@@ -110,13 +112,31 @@ class TokenBatchSampler:
                 f"batch_tokens={batch_tokens} is smaller than the longest example ({longest} tokens with "
                 "BOS/EOS); raise train.batch_tokens or lower data.max_source_length / max_target_length"
             )
+        if rates and sum(count for count, _ in rates) != len(self.source_sizes):
+            raise SeqsmithError(
+                f"rates cover {sum(c for c, _ in rates)} examples of {len(self.source_sizes)}"
+            )
         self.batch_tokens, self.shuffle, self.seed = batch_tokens, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.rates = [] if all(rate == 1.0 for _, rate in rates) else list(rates)
+
+    def _pool(self, rng: np.random.Generator) -> np.ndarray:
+        """The examples of an epoch: corpus i (the next ``count`` examples) read ``rate`` times, the
+        fraction as a sample drawn without replacement."""
+        parts, start = [], 0
+        for count, rate in self.rates:
+            indices = np.arange(start, start + count)
+            parts += [indices] * int(rate)
+            extra = round((rate - int(rate)) * count)
+            parts.append(np.sort(rng.choice(indices, extra, replace=False)) if extra else indices[:0])
+            start += count
+        return np.concatenate(parts) if parts else np.arange(len(self.source_sizes))
 
     def _order(self, rng: np.random.Generator) -> np.ndarray:
+        pool = self._pool(rng)
         if not self.shuffle:
-            return np.lexsort((self.target_sizes, self.source_sizes))
-        permutation = rng.permutation(len(self.source_sizes))
+            return pool[np.lexsort((self.target_sizes[pool], self.source_sizes[pool]))]
+        permutation = pool[rng.permutation(len(pool))]
         return permutation[np.lexsort((self.target_sizes[permutation], self.source_sizes[permutation]))]
 
     def _cut(self, order: np.ndarray) -> list[np.ndarray]:
@@ -161,6 +181,24 @@ class TokenBatchSampler:
             real += int(sources.sum()) + 2 * int(targets.sum())
             padded += len(batch) * (int(sources.max()) + 2 * int(targets.max()))
         return real / padded if padded else 1.0
+
+
+def corpus_rates(data: DataConfig, corpora: Sequence[int]) -> list[tuple[int, float]]:
+    """(examples, times an epoch reads them) per training corpus, from the weights or upsample factors of
+    ``data.train`` and the examples ``corpora`` that prepare binarized from each."""
+    sources = data.train_sources
+    if len(corpora) != len(sources):
+        raise SeqsmithError(
+            f"the training data was prepared from {len(corpora)} corpora and data.train lists "
+            f"{len(sources)}; run `seqsmith prepare CONFIG` again"
+        )
+    if sources[0].weight is None:
+        return [(count, 1.0 if s.upsample is None else s.upsample) for count, s in zip(corpora, sources)]
+    total, weights = sum(corpora), [s.weight or 0.0 for s in sources]
+    return [
+        (count, weight / sum(weights) * total / count if count else 0.0)
+        for count, weight in zip(corpora, weights, strict=True)
+    ]
 
 
 def iterate(split: BinarizedSplit, sampler: TokenBatchSampler, epoch: int, start: int = 0) -> Iterator[Batch]:

@@ -7,7 +7,8 @@ Files per split in the data directory (``<split>`` is train, dev or test):
 - ``<split>.source.idx.npy`` / ``<split>.target.idx.npy``: int64 offsets, example i is
   ``bin[idx[i]:idx[i+1]]``;
 - ``<split>.jsonl`` (dev/test): ``{"line", "source", "references"}`` per example, the raw texts to score;
-- ``<split>.json``: counts and dtype, written last, so its presence means the split is complete.
+- ``<split>.json``: counts and dtype (train: the examples of each corpus of ``data.train``, which follow
+  each other in that order), written last, so its presence means the split is complete.
 
 Every file is written under a temporary name, fsynced and renamed, so an interrupted run leaves the previous
 files intact.
@@ -115,6 +116,7 @@ class SplitWriter:
         self.sides = [_SideWriter(directory, split, side, self.dtype, buffer_tokens) for side in SIDES]
         self.texts = _Pending(directory / f"{split}.jsonl") if keep_texts else None
         self.count = 0
+        self.corpora: list[int] | None = None  # train: examples from each corpus of data.train, in order
 
     def add(
         self, source_ids: Sequence[int], target_ids: Sequence[int], example: Example | None = None
@@ -152,6 +154,8 @@ class SplitWriter:
             "target_tokens": self.sides[1].offsets[-1],
             "texts": self.texts is not None,
         }
+        if self.corpora is not None:
+            meta["corpora"] = self.corpora
         meta_file = _Pending(self.directory / f"{self.split}.json")
         meta_file.handle.write(json.dumps(meta, indent=2).encode("utf-8") + b"\n")
         meta_file.finish()
@@ -211,6 +215,9 @@ class BinarizedSplit:
             for side, offsets in zip(SIDES, self.offsets, strict=True)
         ]
         self.has_texts = bool(meta.get("texts", False))
+        self.corpora: list[int] = [int(n) for n in meta.get("corpora", [count])]
+        if sum(self.corpora) != count:
+            raise SeqsmithError(f"{meta_path}: its corpora do not add up to its examples; re-run prepare")
         self.source_lengths = np.diff(self.offsets[0]).astype(np.int32)
         self.target_lengths = np.diff(self.offsets[1]).astype(np.int32)
         self._files: list[int] = []

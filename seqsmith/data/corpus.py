@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import zip_longest
 from pathlib import Path
 from typing import Literal
 
 from seqsmith.config import DataConfig
+from seqsmith.data.augment import augment_text, seeded
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text, iter_lines
 
@@ -145,14 +146,19 @@ def read_dialogue(path: Path, history: int, turn_separator: str) -> Iterator[Exa
             yield Example(context, turns[i], [turns[i]], number)
 
 
-def split_files(config: DataConfig, split: Split) -> list[Path]:
-    """The files a split reads (two for parallel data); an empty list if the split is not configured."""
-    location = getattr(config, split)
-    if location is None:
-        return []
+def corpus_files(config: DataConfig, location: str) -> list[Path]:
+    """The files of one corpus (two for parallel data)."""
     if config.format == "parallel":
         return [Path(f"{location}.{config.source_suffix}"), Path(f"{location}.{config.target_suffix}")]
     return [Path(location)]
+
+
+def split_files(config: DataConfig, split: Split) -> list[Path]:
+    """The files a split reads (every training corpus's); an empty list if the split is not configured."""
+    if split == "train":
+        return [path for source in config.train_sources for path in corpus_files(config, source.path)]
+    location = getattr(config, split)
+    return [] if location is None else corpus_files(config, location)
 
 
 def check_files(config: DataConfig, split: Split) -> list[Path]:
@@ -182,11 +188,43 @@ def _empty(example: Example, files: list[Path], policy: str) -> bool:
 
 
 def read_split(config: DataConfig, split: Split, counts: ReadCounts | None = None) -> Iterator[Example]:
-    """Stream a configured split; empty sources or targets are skipped (and counted) or an error."""
-    files = check_files(config, split)
-    if not files:
-        raise SeqsmithError(f"data.{split} is not set; add the path of the {split} data to the config")
-    counts = counts if counts is not None else ReadCounts()
+    """Stream a configured split (every training corpus in turn); empty sources or targets are skipped
+    (and counted) or an error."""
+    check_files(config, split)
+    if split != "train":
+        location = getattr(config, split)
+        if location is None:
+            raise SeqsmithError(f"data.{split} is not set; add the path of the {split} data to the config")
+        yield from _read_corpus(config, corpus_files(config, location), counts or ReadCounts())
+        return
+    for number in range(len(config.train_sources)):
+        yield from read_train_corpus(config, number, counts)
+
+
+def read_train_corpus(config: DataConfig, number: int, counts: ReadCounts | None = None) -> Iterator[Example]:
+    """Training corpus ``number`` as the model reads it: its tag before each source, its transforms
+    applied (seeded per line)."""
+    corpus = config.train_sources[number]
+    files = corpus_files(config, corpus.path)
+    tags = [source.tag for source in config.train_sources if source.tag is not None]
+    for example in _read_corpus(config, files, counts or ReadCounts()):
+        for tag in tags:
+            if tag in example.source or tag in example.target:
+                raise SeqsmithError(
+                    f"{files[0]}:{example.line}: the text holds {tag!r}, a tag of data.train; a tag must "
+                    "mark a corpus only: pick a tag the data never contains"
+                )
+        source, target = example.source, example.target
+        if corpus.transforms:
+            rng = seeded(config.seed, "corpus", number, example.line)
+            source = augment_text(corpus.transforms, source, "source", rng)
+            target = augment_text(corpus.transforms, target, "target", rng)
+        if corpus.tag is not None:
+            source = f"{corpus.tag} {source}"
+        yield replace(example, source=source, target=target)
+
+
+def _read_corpus(config: DataConfig, files: list[Path], counts: ReadCounts) -> Iterator[Example]:
     examples: Iterator[Example]
     if config.format == "parallel":
         examples = read_parallel(files[0], files[1])

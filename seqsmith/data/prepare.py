@@ -13,16 +13,26 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from itertools import islice
+from itertools import groupby, islice
+from operator import itemgetter
 from pathlib import Path
-from typing import cast
 
 from tqdm import tqdm
 
-from seqsmith.config import Config, DataConfig, PretrainedConfig
+from seqsmith.config import AugmentConfig, Config, DataConfig, PretrainedConfig
+from seqsmith.data.augment import augment_text, check_augment, encode_side, sampling_alpha, seeded
 from seqsmith.data.binarize import SplitWriter
-from seqsmith.data.corpus import Example, ReadCounts, Split, check_files, read_split, split_files
-from seqsmith.data.tokenizer import SentencePieceTokenizer, Tokenizers, truncate
+from seqsmith.data.corpus import (
+    Example,
+    ReadCounts,
+    Split,
+    check_files,
+    corpus_files,
+    read_split,
+    read_train_corpus,
+    split_files,
+)
+from seqsmith.data.tokenizer import Tokenizers, source_input, truncate
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text, fsync_path
 
@@ -37,7 +47,8 @@ class SplitReport:
     filtered_overlong: int = 0  # train with overlong: filter
     truncated: int = 0  # examples with a side cut to max_source_length / max_target_length
     empty_skipped: int = 0
-    sampled_copies: int = 0  # train: extra pairs with sampled segmentations (data.tokenizer.sampling_copies)
+    augmented: int = 0  # train: extra pairs made by data.augment
+    corpora: list[int] = field(default_factory=list)  # train: pairs binarized from each corpus of data.train
     source_tokens: int = 0  # binarized, including EOS
     target_tokens: int = 0  # binarized, without BOS/EOS
     unknown_source_lines: int = 0  # examples with a piece the vocabulary lacks (<unk>): no byte fallback
@@ -70,11 +81,34 @@ def _count_lines(path: Path) -> int:
 def _examples(
     data: DataConfig, split: Split, progress: bool, label: str, counts: ReadCounts | None = None
 ) -> Iterator[Example]:
-    """A split's examples behind a progress bar counting input lines; train stops at max_train_examples."""
-    examples = read_split(data, split, counts)
-    if split == "train" and data.max_train_examples is not None:
-        examples = islice(examples, data.max_train_examples)
-    total = _count_lines(split_files(data, split)[0]) if progress else None
+    """A split's examples (every training corpus in turn) behind progress bars counting input lines."""
+    if split == "train":
+        return (example for _, example in _train_examples(data, progress, label, counts))
+    return _counted(read_split(data, split, counts), split_files(data, split)[0], progress, label)
+
+
+def _train_examples(
+    data: DataConfig, progress: bool, label: str, counts: ReadCounts | None
+) -> Iterator[tuple[int, Example]]:
+    """(corpus number, example) of every training corpus, each stopped at its ``max_examples`` and all
+    together at ``data.max_train_examples``."""
+    left = data.max_train_examples
+    for number, corpus in enumerate(data.train_sources):
+        limits = [n for n in (corpus.max_examples, left) if n is not None]
+        if limits and min(limits) <= 0:
+            return
+        examples = read_train_corpus(data, number, counts)
+        if limits:
+            examples = islice(examples, min(limits))
+        several = len(data.train_sources) > 1
+        name = f"{label} {number + 1}/{len(data.train_sources)}" if several else label
+        for example in _counted(examples, corpus_files(data, corpus.path)[0], progress, name):
+            left = None if left is None else left - 1
+            yield number, example
+
+
+def _counted(examples: Iterator[Example], first_file: Path, progress: bool, label: str) -> Iterator[Example]:
+    total = _count_lines(first_file) if progress else None
     with tqdm(total=total, desc=label, unit=" lines", disable=not progress, leave=False) as bar:
         for example in examples:
             bar.update(example.line - bar.n)
@@ -86,81 +120,125 @@ def _chunks(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
         yield chunk
 
 
-def _encode(tokenizers: Tokenizers, chunk: list[Example], oov_slots: int) -> tuple[list[list[int]], ...]:
-    """Source and target ids; with ``oov_slots``, source words outside the vocabulary get copy ids."""
-    if not oov_slots:
-        sources = tokenizers.source.encode_batch([example.source for example in chunk])
-        return sources, tokenizers.target.encode_batch([example.target for example in chunk])
-    oovs = [tokenizers.source_oovs(example.source, oov_slots) for example in chunk]
-    return (
-        [tokenizers.encode_with_oovs("source", e.source, o) for e, o in zip(chunk, oovs, strict=True)],
-        [tokenizers.encode_with_oovs("target", e.target, o) for e, o in zip(chunk, oovs, strict=True)],
-    )
+Alphas = tuple[float | None, float | None]  # BPE-dropout of (source, target); None: the best segmentation
 
 
-def _sampled(
-    tokenizers: Tokenizers, chunk: list[Example], alpha: float, seed: int
+def _encode(
+    tokenizers: Tokenizers, pairs: list[tuple[str, str]], oov_slots: int, alphas: Alphas, seed: int
 ) -> tuple[list[list[int]], ...]:
-    """Source and target ids of one sampled segmentation (BPE-dropout) of every pair in ``chunk``."""
-    source, target = (
-        cast(SentencePieceTokenizer, tokenizers.source),
-        cast(SentencePieceTokenizer, tokenizers.target),
-    )
-    return (
-        source.sample_batch([example.source for example in chunk], alpha, seed),
-        target.sample_batch([example.target for example in chunk], alpha, seed + 1),
-    )
-
-
-def _binarize(
-    data: DataConfig, split: Split, tokenizers: Tokenizers, directory: Path, progress: bool, oov_slots: int
-) -> SplitReport:
-    report, counts = SplitReport(), ReadCounts()
-    train = split == "train"
-    drop_overlong = train and data.overlong == "filter"
-    copies = data.tokenizer.sampling_copies if train else 0
-    if copies and not all(
-        isinstance(t, SentencePieceTokenizer) for t in (tokenizers.source, tokenizers.target)
-    ):
-        raise SeqsmithError(
-            "data.tokenizer.sampling_copies needs a SentencePiece tokenizer; a pretrained model's own "
-            "tokenizer cannot sample: set data.tokenizer.sampling_copies: 0"
+    """Source and target ids; with ``oov_slots``, source words outside the vocabulary get copy ids."""
+    sources, targets = [source for source, _ in pairs], [target for _, target in pairs]
+    if not oov_slots:  # copy slots exist for char/word vocabularies, which never sample
+        return (
+            encode_side(tokenizers.source, sources, alphas[0], seed),
+            encode_side(tokenizers.target, targets, alphas[1], seed + 1),
         )
-    vocab_size = max(tokenizers.source.vocab_size, tokenizers.target.vocab_size) + oov_slots
-    examples = _examples(data, split, progress, f"binarize {split}", counts)
+    oovs = [tokenizers.source_oovs(source, oov_slots) for source in sources]
+    return (
+        [tokenizers.encode_with_oovs("source", s, o) for s, o in zip(sources, oovs, strict=True)],
+        [tokenizers.encode_with_oovs("target", t, o) for t, o in zip(targets, oovs, strict=True)],
+    )
 
-    def write(writer: SplitWriter, example: Example, source: list[int], target: list[int]) -> None:
-        source = tokenizers.finish_source(source)
-        writer.add(source, target, example)
+
+class _Binarizer:
+    """Writes one split: every example once (filtered or truncated at the limits) and, for train, the
+    ``data.augment`` copies of the pairs within the limits."""
+
+    def __init__(
+        self, data: DataConfig, split: Split, tokenizers: Tokenizers, writer: SplitWriter, oov_slots: int
+    ) -> None:
+        self.data, self.tokenizers, self.writer, self.oov_slots = data, tokenizers, writer, oov_slots
+        self.train = split == "train"
+        self.report = SplitReport()
+
+    def write(self, example: Example, source: list[int], target: list[int]) -> None:
+        source = source_input(self.tokenizers, source, self.data)
+        self.writer.add(source, target, example)
+        report, tokenizers = self.report, self.tokenizers
         report.source_tokens += len(source)
         report.target_tokens += len(target)
         report.unknown_source_lines += tokenizers.source.unk_id in source
         report.unknown_target_lines += tokenizers.target.unk_id in target
 
-    with SplitWriter(directory, split, vocab_size, keep_texts=not train) as writer:
-        for number, chunk in enumerate(_chunks(examples, CHUNK)):
-            sources, targets = _encode(tokenizers, chunk, oov_slots)
-            whole: list[Example] = []  # pairs within the limits: the only ones that get sampled copies
+    def fits(self, source: list[int], target: list[int]) -> bool:
+        return len(source) <= self.data.max_source_length and len(target) <= self.data.max_target_length
+
+    def corpus(self, examples: Iterator[Example], number: int) -> None:
+        """Every example of one corpus (``number``: of data.train; 0 for dev and test)."""
+        data, report = self.data, self.report
+        corpus = data.train_sources[number] if self.train else None
+        alphas: Alphas = (None, None)
+        if corpus is not None and corpus.transforms:
+            group = AugmentConfig(transforms=corpus.transforms)
+            alphas = (sampling_alpha(group, "source"), sampling_alpha(group, "target"))
+        for chunk_number, chunk in enumerate(_chunks(examples, CHUNK)):
+            seed = seeded(data.seed, "corpus", number, chunk_number).getrandbits(31)
+            pairs = [(example.source, example.target) for example in chunk]
+            sources, targets = _encode(self.tokenizers, pairs, self.oov_slots, alphas, seed)
+            whole: list[Example] = []  # pairs within the limits: the only ones that get augmented copies
             for example, source, target in zip(chunk, sources, targets, strict=True):
-                overlong = len(source) > data.max_source_length or len(target) > data.max_target_length
-                if overlong and drop_overlong:
+                if not self.fits(source, target) and self.train and data.overlong == "filter":
                     report.filtered_overlong += 1
                     continue
-                if overlong:
+                if not self.fits(source, target):
                     report.truncated += 1
-                    source = truncate(source, data.max_source_length, data.truncate_source_from)
                     target = truncate(target, data.max_target_length)
                 else:
                     whole.append(example)
-                write(writer, example, source, target)
-            for copy in range(copies):  # a sampled copy past the limits is left out: it is optional
-                seed = 2 * (number * copies + copy)
-                sampled = _sampled(tokenizers, whole, data.tokenizer.sampling_alpha, seed)
-                for example, source, target in zip(whole, *sampled, strict=True):
-                    if len(source) <= data.max_source_length and len(target) <= data.max_target_length:
-                        write(writer, example, source, target)
-                        report.sampled_copies += 1
-        report.kept = writer.count - report.sampled_copies
+                self.write(example, source, target)
+            if self.train:
+                self.augment(whole, corpus.tag if corpus else None, number, chunk_number)
+
+    def augment(self, whole: list[Example], tag: str | None, number: int, chunk_number: int) -> None:
+        """The augmented copies of ``whole``; one past the length limits is left out (it is optional)."""
+        data = self.data
+        for group_number, group in enumerate(data.augment):
+            alphas = (sampling_alpha(group, "source"), sampling_alpha(group, "target"))
+            for copy in range(group.copies):
+                pairs: list[tuple[str, str]] = []
+                for example in whole:
+                    rng = seeded(data.seed, "augment", group_number, copy, number, example.line)
+                    text = example.source.removeprefix(f"{tag} ") if tag else example.source
+                    text = augment_text(group.transforms, text, "source", rng)
+                    pairs.append(
+                        (
+                            f"{tag} {text}" if tag else text,
+                            augment_text(group.transforms, example.target, "target", rng),
+                        )
+                    )
+                seed = seeded(data.seed, "augment", group_number, copy, number, chunk_number).getrandbits(31)
+                sources, targets = _encode(self.tokenizers, pairs, self.oov_slots, alphas, seed)
+                for example, source_ids, target_ids in zip(whole, sources, targets, strict=True):
+                    if self.fits(source_ids, target_ids):
+                        self.write(example, source_ids, target_ids)
+                        self.report.augmented += 1
+
+
+def _binarize(
+    data: DataConfig, split: Split, tokenizers: Tokenizers, directory: Path, progress: bool, oov_slots: int
+) -> SplitReport:
+    train, counts = split == "train", ReadCounts()
+    if train:
+        groups = [
+            *data.augment,
+            *(AugmentConfig(transforms=c.transforms) for c in data.train_sources if c.transforms),
+        ]
+        check_augment(groups, [tokenizers.source, tokenizers.target])
+    vocab_size = max(tokenizers.source.vocab_size, tokenizers.target.vocab_size) + oov_slots
+    with SplitWriter(directory, split, vocab_size, keep_texts=not train) as writer:
+        binarizer = _Binarizer(data, split, tokenizers, writer, oov_slots)
+        report = binarizer.report
+        if not train:
+            binarizer.corpus(_examples(data, split, progress, f"binarize {split}", counts), 0)
+        else:
+            report.corpora = [0] * len(data.train_sources)
+            examples = _train_examples(data, progress, "binarize train", counts)
+            for number, group in groupby(examples, key=itemgetter(0)):
+                before = writer.count
+                binarizer.corpus((example for _, example in group), number)
+                report.corpora[number] = writer.count - before
+            writer.corpora = report.corpora
+        report.kept = writer.count - report.augmented
     report.read, report.empty_skipped, report.empty_lines = (
         counts.read,
         counts.empty_skipped,
@@ -219,11 +297,20 @@ def _tokenizers(config: Config, progress: bool) -> Tokenizers:
     if isinstance(config.model, PretrainedConfig):
         from seqsmith.data.hf_tokenizer import HFTokenizers  # needs transformers: pretrained models only
 
-        return HFTokenizers.load(Path(config.model.path))
+        tokenizers: Tokenizers = HFTokenizers.load(Path(config.model.path))
+        for symbol in data.symbols:
+            if len(ids := tokenizers.source.encode(symbol)) != 1 or ids[0] == tokenizers.source.unk_id:
+                raise SeqsmithError(
+                    f"{symbol!r} (a tag or blank token of data) is not one piece of the pretrained tokenizer "
+                    f"of {config.model.path} (it encodes as {tokenizers.source.pieces(symbol)}); pick a "
+                    "token that vocabulary holds whole"
+                )
+        return tokenizers
     return Tokenizers.train(
         data.tokenizer,
         (example.source for example in _examples(data, "train", progress, "tokenizer: read sources")),
         (example.target for example in _examples(data, "train", progress, "tokenizer: read targets")),
+        data.symbols,
     )
 
 

@@ -35,13 +35,14 @@ from typing import ClassVar, Literal
 
 import sentencepiece as spm
 
-from seqsmith.config import TokenizerConfig
+from seqsmith.config import DataConfig, TokenizerConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_bytes, atomic_write_text, check_inside, text_lines
 from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, SEP, SEP_ID, SPECIALS, UNK_ID
 
 HIDDEN = frozenset({PAD_ID, UNK_ID, BOS_ID, EOS_ID, SEP_ID})
 BYTE_SYMBOLS = [f"<0x{value:02X}>" for value in range(256)]
+_BYTE_SET = frozenset(BYTE_SYMBOLS)
 FORMAT_VERSION = 1
 
 
@@ -114,7 +115,9 @@ class SentencePieceTokenizer(Tokenizer):
         self._marks: WordMarks | None = None
 
     @classmethod
-    def train(cls, lines: list[str], config: TokenizerConfig) -> SentencePieceTokenizer:
+    def train(
+        cls, lines: list[str], config: TokenizerConfig, symbols: Sequence[str] = ()
+    ) -> SentencePieceTokenizer:
         if not lines:
             raise SeqsmithError(
                 "no training text to build the SentencePiece vocabulary from; check data.train"
@@ -136,7 +139,7 @@ class SentencePieceTokenizer(Tokenizer):
                 bos_piece=SPECIALS[BOS_ID],
                 eos_piece=SPECIALS[EOS_ID],
                 unk_surface="<unk>",
-                user_defined_symbols=[SEP],
+                user_defined_symbols=[SEP, *symbols],
                 byte_fallback=config.byte_fallback,
                 normalization_rule_name="identity",
                 remove_extra_whitespaces=False,
@@ -290,13 +293,16 @@ class SymbolTokenizer(Tokenizer):
     def join(self, symbols: list[str]) -> str: ...
 
     @classmethod
-    def train(cls, texts: Iterable[str], config: TokenizerConfig) -> SymbolTokenizer:
-        """Most frequent first (ties alphabetical), seen ``min_freq`` times, at most ``vocab_size`` in all."""
+    def train(
+        cls, texts: Iterable[str], config: TokenizerConfig, symbols: Sequence[str] = ()
+    ) -> SymbolTokenizer:
+        """Most frequent first (ties alphabetical), seen ``min_freq`` times, at most ``vocab_size`` in all;
+        ``symbols`` (tags, blank tokens) are always in."""
         counts: Counter[str] = Counter()
-        splitter = cls([*SPECIALS, SEP], config.lowercase)
+        reserved = [*SPECIALS, SEP, *(BYTE_SYMBOLS if config.byte_fallback else []), *symbols]
+        splitter = cls(reserved, config.lowercase)
         for text in texts:
             counts.update(splitter.split(splitter._prepare(text)))
-        reserved = [*SPECIALS, SEP, *(BYTE_SYMBOLS if config.byte_fallback else [])]
         if config.vocab_size <= len(reserved):
             raise SeqsmithError(
                 f"data.tokenizer.vocab_size={config.vocab_size} leaves no room for a {cls.kind} beside the "
@@ -393,13 +399,17 @@ class CharTokenizer(SymbolTokenizer):
     kind = "char"
     byte_separator = b""
 
+    def __init__(self, symbols: list[str], lowercase: bool = False) -> None:
+        super().__init__(symbols, lowercase)
+        # the symbols of several characters that a text spells (SEP, tags, blank tokens) are one id each
+        glued = sorted((s for s in symbols[len(SPECIALS) :] if len(s) > 1 and s not in _BYTE_SET), key=len)
+        self.glued = re.compile("(" + "|".join(map(re.escape, reversed(glued))) + ")")
+
     def split(self, text: str) -> list[str]:
-        if SEP not in text:
-            return list(text)
-        parts = text.split(SEP)
+        parts = self.glued.split(text)
         symbols = list(parts[0])
-        for part in parts[1:]:
-            symbols.append(SEP)
+        for glued, part in zip(parts[1::2], parts[2::2], strict=True):
+            symbols.append(glued)
             symbols.extend(part)
         return symbols
 
@@ -415,7 +425,7 @@ class WordTokenizer(SymbolTokenizer):
         return text.split()
 
     def split(self, text: str) -> list[str]:
-        return text.replace(SEP, f" {SEP} ").split()
+        return text.replace(SEP, f" {SEP} ").split()  # tags and blank tokens come between spaces
 
     def join(self, symbols: list[str]) -> str:
         return " ".join(symbols)
@@ -440,12 +450,12 @@ def sample_lines(texts: Iterable[str], limit: int, seed: int = 0) -> list[str]:
     return sample
 
 
-def _train_one(config: TokenizerConfig, sides: list[Iterable[str]]) -> Tokenizer:
+def _train_one(config: TokenizerConfig, sides: list[Iterable[str]], symbols: Sequence[str]) -> Tokenizer:
     if config.kind == "sentencepiece":
         lines = [line for side in sides for line in sample_lines(side, config.sample_lines)]
-        return SentencePieceTokenizer.train(lines, config)
+        return SentencePieceTokenizer.train(lines, config, symbols)
     symbol_class = CharTokenizer if config.kind == "char" else WordTokenizer
-    return symbol_class.train((text for side in sides for text in side), config)
+    return symbol_class.train((text for side in sides for text in side), config, symbols)
 
 
 @dataclass
@@ -496,12 +506,19 @@ class Tokenizers:
         return [*ids, EOS_ID]
 
     @classmethod
-    def train(cls, config: TokenizerConfig, sources: Iterable[str], targets: Iterable[str]) -> Tokenizers:
-        """Streams each side once; SentencePiece sees at most ``config.sample_lines`` lines per side."""
+    def train(
+        cls,
+        config: TokenizerConfig,
+        sources: Iterable[str],
+        targets: Iterable[str],
+        symbols: Sequence[str] = (),
+    ) -> Tokenizers:
+        """Streams each side once; SentencePiece sees at most ``config.sample_lines`` lines per side.
+        ``symbols`` become one id each on both sides."""
         if config.joint:
-            shared = _train_one(config, [sources, targets])
+            shared = _train_one(config, [sources, targets], symbols)
             return cls(shared, shared, True)
-        return cls(_train_one(config, [sources]), _train_one(config, [targets]), False)
+        return cls(_train_one(config, [sources], symbols), _train_one(config, [targets], symbols), False)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -559,17 +576,20 @@ def truncate(ids: list[int], max_length: int, side: Literal["right", "left"] = "
     return ids[-max_length:] if side == "left" else ids[:max_length]
 
 
+def source_input(tokenizers: Tokenizers, ids: list[int], data: DataConfig) -> list[int]:
+    """Encoder input from source tokens, the same in binarization and generation: at most
+    ``max_source_length`` of them, reversed with ``reverse_source``, + EOS (or whatever a pretrained
+    model's tokenizer puts around them)."""
+    ids = truncate(ids, data.max_source_length, data.truncate_source_from)
+    return tokenizers.finish_source(ids[::-1] if data.reverse_source else ids)
+
+
 def encode_source(
-    tokenizers: Tokenizers,
-    text: str,
-    max_length: int,
-    truncate_from: Literal["right", "left"] = "right",
-    oovs: list[str] | None = None,
+    tokenizers: Tokenizers, text: str, data: DataConfig, oovs: list[str] | None = None
 ) -> list[int]:
-    """Encoder input, the same in binarization and generation: tokens (at most ``max_length``) + EOS
-    (or whatever a pretrained model's tokenizer puts around them)."""
+    """``source_input`` of ``text``."""
     ids = tokenizers.encode_with_oovs("source", text, oovs) if oovs else tokenizers.source.encode(text)
-    return tokenizers.finish_source(truncate(ids, max_length, truncate_from))
+    return source_input(tokenizers, ids, data)
 
 
 def encode_target(tokenizers: Tokenizers, text: str, max_length: int) -> list[int]:

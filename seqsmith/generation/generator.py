@@ -176,9 +176,8 @@ class Generator:
 
     def encode(self, text: str, oovs: list[str] | None = None) -> list[int]:
         """Encoder ids; ``oovs`` (default: ``source_oovs(text)``) get the pointer-generator's copy ids."""
-        data = self.data_config
         oovs = self.source_oovs(text) if oovs is None else oovs
-        return encode_source(self.tokenizers, text, data.max_source_length, data.truncate_source_from, oovs)
+        return encode_source(self.tokenizers, text, self.data_config, oovs)
 
     def pieces(self, ids: Sequence[int], oovs: Sequence[str], side: Literal["source", "target"]) -> list[str]:
         """What each id stands for, a copy id as the source word it copies (labels of attention pictures)."""

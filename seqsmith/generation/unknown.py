@@ -21,14 +21,19 @@ from seqsmith.specials import EOS_ID, PAD_ID
 
 def source_surfaces(tokenizers: Tokenizers, text: str, source: Sequence[int]) -> dict[int, str]:
     """``unknown_surfaces`` of the text, at their positions in the encoder input ``source`` (which may
-    have been cut from either end)."""
+    have been cut from either end, and reversed by ``data.reverse_source``)."""
     surfaces = tokenizers.source.unknown_surfaces(text)
     if not surfaces:
         return {}
     full = tokenizers.source.encode(text)
     kept = len(source) - 1  # the EOS that finish_source appends
-    shift = 0 if list(full[:kept]) == list(source[:kept]) else len(full) - kept
-    return {p - shift: surface for p, surface in surfaces.items() if 0 <= p - shift < kept}
+    tokens = list(source[:kept])
+    turned = tokens not in (full[:kept], full[len(full) - kept :])
+    if turned:
+        tokens.reverse()
+    shift = 0 if full[:kept] == tokens else len(full) - kept
+    places = {p - shift: surface for p, surface in surfaces.items() if 0 <= p - shift < kept}
+    return {kept - 1 - p: surface for p, surface in places.items()} if turned else places
 
 
 def output_attention(model: Seq2SeqModel, source: Sequence[int], tokens: Sequence[int]) -> Tensor | None:

@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from seqsmith.config import TrainConfig
+from seqsmith.config import ModelPart, TrainConfig
+from seqsmith.models.initialize import part_of
+from seqsmith.models.interface import Seq2SeqModel
+
+ParameterGroup = dict[str, Any]  # {"params": [...], "lr_factor": f}: a share of the scheduled rate
 
 
-def build_optimizer(parameters: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in parameters if p.requires_grad]
+def build_optimizer(
+    parameters: Iterable[nn.Parameter] | list[ParameterGroup], cfg: TrainConfig
+) -> torch.optim.Optimizer:
+    """Over trainable parameters, or parameter groups each with its ``lr_factor``."""
+    items: list[Any] = list(parameters)
+    groups: list[ParameterGroup] = items if items and isinstance(items[0], dict) else [{"params": items}]
+    params = [
+        {**group, "params": kept}
+        for group in groups
+        if (kept := [p for p in group["params"] if p.requires_grad])
+    ]
     # fused kernels: one pass over all parameters instead of ~6 elementwise ops each (a quarter of a CPU step)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=True)
@@ -31,6 +45,19 @@ def build_optimizer(parameters: Iterable[nn.Parameter], cfg: TrainConfig) -> tor
     return torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=True
     )
+
+
+def part_groups(model: Seq2SeqModel, cfg: TrainConfig) -> list[ParameterGroup]:
+    """The model's parameters by part (encoder, decoder, embeddings) with ``train.part_lr``'s factors;
+    the parts in ``train.freeze`` stop taking gradients and join no group."""
+    by_part: dict[ModelPart, list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        part = part_of(model, name)
+        if part in cfg.freeze:
+            parameter.requires_grad_(False)
+        else:
+            by_part.setdefault(part, []).append(parameter)
+    return [{"params": params, "lr_factor": cfg.part_lr.get(part, 1.0)} for part, params in by_part.items()]
 
 
 def learning_rate(
@@ -59,4 +86,4 @@ def learning_rate(
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_factor", 1.0)

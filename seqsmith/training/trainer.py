@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from seqsmith.allocator import keep_freed_memory
 from seqsmith.config import Config, save_config
-from seqsmith.data.batching import Batch, TokenBatchSampler, collate
+from seqsmith.data.batching import Batch, TokenBatchSampler, collate, corpus_rates
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
@@ -52,7 +52,7 @@ from seqsmith.models.model_dir import (
 )
 from seqsmith.training.checkpoint import CheckpointDir, Progress
 from seqsmith.training.objective import MAIN, Unit, Units, build_objective, model_of, no_sync
-from seqsmith.training.optim import build_optimizer, learning_rate, set_learning_rate
+from seqsmith.training.optim import build_optimizer, learning_rate, part_groups, set_learning_rate
 from seqsmith.training.validation import improved, validate
 
 LOG = "train_log.jsonl"
@@ -123,6 +123,7 @@ class Trainer:
             seed=self.cfg.seed,
             rank=self.rank,
             world_size=self.world,
+            rates=corpus_rates(config.data, self.train_split.corpora),
         )
         self.objective = build_objective(self.cfg)
         self.checkpoints = CheckpointDir(self.model_dir, self.cfg.keep_best, self.cfg.higher_is_better)
@@ -151,8 +152,9 @@ class Trainer:
         units: Units = {}
         for name, module in {MAIN: model, **self.objective.extra_units(model)}.items():
             module.to(self.device)
+            groups = part_groups(model, self.cfg) if name == MAIN else list(module.parameters())
             wrapped = DistributedDataParallel(module) if self.world > 1 else module
-            units[name] = Unit(module, build_optimizer(module.parameters(), self.cfg), wrapped)
+            units[name] = Unit(module, build_optimizer(groups, self.cfg), wrapped)
         return units
 
     def _resume_in_this_world(self, progress: Progress) -> None:
