@@ -12,6 +12,7 @@ import torch
 from conftest import tiny_config
 
 from seqsmith import api
+from seqsmith.cli import main
 from seqsmith.config import TrainConfig, config_from_dict
 from seqsmith.data.batching import TokenBatchSampler, corpus_rates
 from seqsmith.data.binarize import BinarizedSplit
@@ -133,6 +134,22 @@ def test_back_translation_pairs_each_line_with_the_models_output(reverse_model: 
     sampled = api.back_translate(reverse_model, mono, tmp_path / "s", show_progress=False, method="sample")
     assert json.loads((tmp_path / "s.json").read_text())["generate"]["seed"] == 1  # resumable: seeded
     assert len(read_lines(sampled.outputs)) == 12
+
+
+def test_the_cli_back_translates_with_options_and_prints_the_files(
+    reverse_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mono = tmp_path / "mono.txt"
+    mono.write_text("alpha beta\ngamma delta eps\n", encoding="utf-8")
+    assert (
+        main(["back-translate", str(reverse_model), str(mono), "-o", str(tmp_path / "bt"), "method=greedy"])
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"inputs": str(tmp_path / "bt.src"), "outputs": str(tmp_path / "bt.tgt"), "pairs": 2}
+    assert read_lines(tmp_path / "bt.tgt") == api.load(reverse_model, method="greedy").generate(
+        ["alpha beta", "gamma delta eps"]
+    )
 
 
 @pytest.mark.parametrize(
