@@ -389,6 +389,57 @@ class WordDistillObjectiveConfig(ObjectiveConfig):
     temperature: float = Field(1.0, gt=0.0, le=100.0)  # > 1 softens both distributions (loss scaled by T^2)
 
 
+RewardName = Literal[
+    "bleu", "chrf", "chrf++", "rouge1", "rouge2", "rougeL", "rougeLsum", "distinct1", "distinct2", "length"
+]  # the sentence rewards of seqsmith.evaluation.rewards, each in [0, 1]
+
+
+class SequenceLevelSettings(Section):
+    """What the sequence-level objectives share: the reward, its mix with MLE, how outputs are sampled."""
+
+    reward: dict[RewardName, Annotated[float, Field(ge=0.0, le=100.0)]] = {"bleu": 1.0}  # weighted mix
+    gamma: float = Field(0.9, ge=0.0, le=1.0)  # share of the sequence loss; 1 - gamma: MLE on references
+    temperature: float = Field(1.0, gt=0.0, le=10.0)  # of the sampled outputs
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_length_a: float = Field(1.2, ge=0.0, le=10.0)  # output length limit a * source length + b
+    max_length_b: int = Field(10, ge=1, le=1024)
+    bleu_tokenize: str = "13a"  # for the bleu reward (zh for Chinese)
+
+    @field_validator("reward")
+    @classmethod
+    def _some_reward(cls, reward: dict[str, float]) -> dict[str, float]:
+        if not reward or sum(reward.values()) <= 0:
+            raise ValueError("give at least one reward a positive weight, e.g. {bleu: 1.0}")
+        return reward
+
+
+class SelfCriticalObjectiveConfig(ObjectiveConfig, SequenceLevelSettings):
+    """Self-critical sequence training (Rennie et al. 2017; Paulus et al. 2018): policy gradient on
+    sampled outputs with the greedy output's reward, or the other samples' mean, as the baseline."""
+
+    kind: Literal["self_critical"] = "self_critical"
+    samples: int = Field(1, ge=1, le=64)  # per source
+    baseline: Literal["greedy", "mean"] = "greedy"  # mean: of the source's other samples (samples >= 2)
+
+    @model_validator(mode="after")
+    def _mean_needs_samples(self) -> SelfCriticalObjectiveConfig:
+        if self.baseline == "mean" and self.samples < 2:
+            raise ValueError("baseline=mean averages the other samples of a source: set samples >= 2")
+        return self
+
+
+class MinimumRiskObjectiveConfig(ObjectiveConfig, SequenceLevelSettings):
+    """Minimum-risk training (Shen et al. 2016; Edunov et al. 2018): the expected cost 1 - reward under
+    the model's distribution renormalized over a set of candidates."""
+
+    kind: Literal["minimum_risk"] = "minimum_risk"
+    candidates: int = Field(8, ge=2, le=64)  # per source
+    search: Literal["sample", "beam"] = "sample"  # how candidates are found; repeated samples count once
+    alpha: float = Field(1.0, gt=0.0, le=10.0)  # sharpness: candidate weights ~ p(y | x) ** alpha
+    add_reference: bool = True  # the reference joins the candidates (Edunov et al. 2018)
+
+
 LOWER_IS_BETTER = ("loss", "ppl", "ter")  # validation metrics where smaller is better
 
 ModelPart = Literal["encoder", "decoder", "embeddings"]

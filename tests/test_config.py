@@ -110,7 +110,15 @@ def test_every_shipped_config_is_valid() -> None:
 
 
 def test_reference_config_documents_every_option() -> None:
-    from seqsmith.config import Config, ConvConfig, PretrainedConfig, RNNConfig, TrainSource, TransformConfig
+    from seqsmith.config import (
+        Config,
+        ConvConfig,
+        ObjectiveConfig,
+        PretrainedConfig,
+        RNNConfig,
+        TrainSource,
+        TransformConfig,
+    )
 
     path = REPO / "configs" / "reference.yaml"
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -126,6 +134,10 @@ def test_reference_config_documents_every_option() -> None:
     assert all(f"#   {name}:" in text for name in ConvConfig.model_fields)
     assert all(f"#   {name}:" in text for name in PretrainedConfig.model_fields)
     assert all(f"  #     {name}:" in text or f"#   - {name}:" in text for name in TrainSource.model_fields)
+    for objective in ObjectiveConfig.kinds.values():
+        if objective.__module__ != "seqsmith.config":
+            continue  # a test's plug-in
+        assert all(f"#   {name}:" in text for name in objective.model_fields if name != "kind"), objective
     for kind, transform in TransformConfig.kinds.items():  # each kind with its every option
         line = next(line for line in text.splitlines() if f"{{kind: {kind}," in line)
         assert all(f"{name}:" in line for name in transform.model_fields if name != "side"), kind

@@ -98,6 +98,22 @@ def test_training_figures_plot_the_logged_numbers_with_labels(tmp_path: Path) ->
     assert figures["learning_rate"].axes[0].get_ylabel() == "learning rate"
 
 
+def test_what_an_objective_logs_gets_a_panel_per_figure() -> None:
+    train = [
+        {"kind": "train", "step": step, "elapsed": float(step), "lr": 1e-3, "loss": 2.0, "tokens_per_s": 9.0,
+         "epoch": 1, "reward": 0.1 * step, "baseline": 0.05 * step}
+        for step in range(1, 6)
+    ]  # fmt: skip
+    figure = training_figures(train, [])["objective"]
+    panels = {axes.get_title(): axes for axes in figure.axes}
+    assert set(panels) == {"baseline", "reward"}  # the trainer's own keys are plotted elsewhere
+    assert list(panels["reward"].get_lines()[0].get_ydata()) == [row["reward"] for row in train]
+    assert list(panels["baseline"].get_lines()[0].get_xdata()) == [1, 2, 3, 4, 5]
+    assert "objective" not in training_figures(
+        [{k: v for k, v in row.items() if k not in ("reward", "baseline")} for row in train], []
+    )
+
+
 def test_missing_bleu_and_empty_log(tmp_path: Path) -> None:
     make_log(tmp_path / "log.jsonl", bleu=False)
     names = [p.stem for p in plot_training_curves(tmp_path / "log.jsonl", tmp_path)]

@@ -44,6 +44,7 @@ _CJK_FAMILIES = (
 _CJK_FILE_HINTS = ("cjk", "wqy", "droidsansfallback", "simhei", "msyh", "pingfang", "sourcehan", "uming")
 _TRAIN_KEYS = ("step", "elapsed", "lr", "loss")
 _VALID_KEYS = ("step", "elapsed", "loss")
+_STANDARD_TRAIN_KEYS = {*_TRAIN_KEYS, "epoch", "tokens_per_s"}  # the trainer's own; the rest: objective
 
 
 @lru_cache(maxsize=1)
@@ -200,7 +201,32 @@ def training_figures(train: Sequence[dict[str, Any]], valid: Sequence[dict[str, 
         axes.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         axes.grid(alpha=0.3)
         figures["learning_rate"] = figure
+    if extra := objective_figures(train):
+        figures["objective"] = extra
     return figures
+
+
+def objective_figures(train: Sequence[dict[str, Any]]) -> Figure | None:
+    """One panel per figure the objective logs beside the loss (reward, baseline, entropy, ...)."""
+    keys = sorted(
+        {key for row in train for key, value in row.items() if isinstance(value, (int, float))}
+        - _STANDARD_TRAIN_KEYS
+    )
+    if not keys:
+        return None
+    columns = min(3, len(keys))
+    rows = math.ceil(len(keys) / columns)
+    figure = Figure(figsize=(3.6 * columns, 2.7 * rows), layout="constrained")
+    for index, key in enumerate(keys, 1):
+        axes = figure.add_subplot(rows, columns, index)
+        points = [row for row in train if isinstance(row.get(key), (int, float))]
+        axes.plot(_column(points, "step"), _column(points, key), color="#4c72b0", lw=1.0)
+        axes.set_title(key, fontsize=10)
+        axes.set_xlabel("training step", fontsize=8)
+        axes.tick_params(labelsize=8)
+        axes.grid(alpha=0.3)
+    figure.suptitle("What the objective logs, by step")
+    return figure
 
 
 def plot_training_curves(log_path: Path, out_dir: Path) -> list[Path]:

@@ -30,6 +30,7 @@ _CURVE_CAPTIONS = {
     "dev_bleu": "Dev BLEU by step",
     "dev_ppl": "Dev perplexity by step",
     "learning_rate": "Learning rate",
+    "objective": "What the training objective logs beside the loss (reward, baseline, entropy, ...)",
 }
 
 _CSS = """

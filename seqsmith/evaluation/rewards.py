@@ -8,7 +8,9 @@ order), chrF and ROUGE are divided by 100; distinct-n is the share of distinct n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import get_args
 
+from seqsmith.config import RewardName
 from seqsmith.errors import SeqsmithError
 from seqsmith.evaluation.metrics import (
     ROUGE_METRICS,
@@ -18,7 +20,7 @@ from seqsmith.evaluation.metrics import (
     sentence_scores,
 )
 
-REWARDS = ("bleu", "chrf", "chrf++", *ROUGE_METRICS, "distinct1", "distinct2", "length")
+REWARDS: tuple[str, ...] = get_args(RewardName)
 
 
 def sentence_rewards(

@@ -10,9 +10,9 @@ accumulation and torch.distributed give exactly the gradient of one large batch.
 A new objective is a config class (a subclass of ``seqsmith.config.ObjectiveConfig`` with its own ``kind``)
 and a subclass of ``Objective`` naming it in ``config_class``; nothing else changes. ``start`` loads what it
 only reads (a frozen teacher), ``extra_units`` names the modules it trains beside the model,
-``unit_for(step)`` the unit an update steps, and ``state_dict`` / ``load_state_dict`` carry whatever it keeps
-between updates through checkpoints (tensors and plain values: checkpoints are read with
-``weights_only=True``). See docs/objectives.md.
+``unit_for(step)`` the unit an update steps, ``advice`` what a log row's figures warn of, and
+``state_dict`` / ``load_state_dict`` carry whatever it keeps between updates through checkpoints
+(tensors and plain values: checkpoints are read with ``weights_only=True``). See docs/objectives.md.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ MAIN = "model"  # the unit validated, saved as model.safetensors and used for ge
 _BUILT_IN = {
     "mle": "seqsmith.training.mle",
     "word_distill": "seqsmith.training.word_distill",
+    "self_critical": "seqsmith.training.sequence_level",
+    "minimum_risk": "seqsmith.training.sequence_level",
 }  # kind -> module, imported when first asked for
 
 
@@ -99,6 +101,12 @@ class Objective(ABC):
     def regularizer(self, unit: Unit) -> Tensor | None:
         """Added once per update, unnormalized: train.l1 / train.l2 on the trained unit's weight matrices."""
         return weight_penalty(unit.module, self.train.l1, self.train.l2)
+
+    def advice(self, figures: dict[str, float]) -> dict[str, str]:
+        """Given a log row's figures (means per counted item): the conditions under which training would go
+        on without learning, by name, each with a message that says what to change. The trainer writes a
+        condition's message to the log and the console when it appears (not again while it persists)."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}

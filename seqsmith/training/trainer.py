@@ -101,6 +101,7 @@ class Trainer:
         self.data_dir = Path(config.data.output_dir)
         self.model_dir = Path(self.cfg.model_dir)
         self.show_progress = show_progress
+        self._advised: set[str] = set()  # the objective's conditions at the last log row
         self.rank, self.world = _distributed()
         self.device = torch.device(
             f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
@@ -357,6 +358,19 @@ class Trainer:
             "tokens_per_s": window.tokens * self.world / max(now - window.start, 1e-9),
         }
         self._log(row)
+        advice = self.objective.advice(figures)
+        for condition in advice.keys() - self._advised:
+            self._log(
+                {
+                    "kind": "advice",
+                    "step": progress.step,
+                    "condition": condition,
+                    "message": advice[condition],
+                }
+            )
+            if self.rank == 0:
+                tqdm.write(f"seqsmith: step {progress.step}: {advice[condition]}")
+        self._advised = set(advice)
         shown = {key: f"{value:.3f}" for key, value in list(figures.items())[:2]}
         bar.set_postfix(**shown, lr=f"{lr:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
 
