@@ -394,16 +394,21 @@ RewardName = Literal[
 ]  # the sentence rewards of seqsmith.evaluation.rewards, each in [0, 1]
 
 
-class SequenceLevelSettings(Section):
-    """What the sequence-level objectives share: the reward, its mix with MLE, how outputs are sampled."""
+class SamplingSettings(Section):
+    """What the objectives that sample outputs share: how they sample, and the share of MLE mixed in."""
 
-    reward: dict[RewardName, Annotated[float, Field(ge=0.0, le=100.0)]] = {"bleu": 1.0}  # weighted mix
     gamma: float = Field(0.9, ge=0.0, le=1.0)  # share of the sequence loss; 1 - gamma: MLE on references
     temperature: float = Field(1.0, gt=0.0, le=10.0)  # of the sampled outputs
     top_k: int = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_length_a: float = Field(1.2, ge=0.0, le=10.0)  # output length limit a * source length + b
     max_length_b: int = Field(10, ge=1, le=1024)
+
+
+class SequenceLevelSettings(SamplingSettings):
+    """The reward of the metric-driven objectives: a weighted mix of sentence metrics."""
+
+    reward: dict[RewardName, Annotated[float, Field(ge=0.0, le=100.0)]] = {"bleu": 1.0}
     bleu_tokenize: str = "13a"  # for the bleu reward (zh for Chinese)
 
     @field_validator("reward")
@@ -438,6 +443,44 @@ class MinimumRiskObjectiveConfig(ObjectiveConfig, SequenceLevelSettings):
     search: Literal["sample", "beam"] = "sample"  # how candidates are found; repeated samples count once
     alpha: float = Field(1.0, gt=0.0, le=10.0)  # sharpness: candidate weights ~ p(y | x) ** alpha
     add_reference: bool = True  # the reference joins the candidates (Edunov et al. 2018)
+
+
+class DiscriminatorConfig(Section):
+    """The adversarial objective's classifier of (source, output) pairs as human or generated."""
+
+    arch: Literal["cnn", "gru"] = "cnn"  # cnn: max-pooled convolutions (SeqGAN); gru: mean-pooled BiGRU
+    embed_dim: int = Field(64, ge=1, le=4096)
+    hidden_dim: int = Field(128, ge=1, le=4096)  # cnn: filters per kernel width; gru: per direction
+    kernel_sizes: list[Annotated[int, Field(ge=1, le=16)]] = [2, 3, 4]  # cnn
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+    @field_validator("kernel_sizes")
+    @classmethod
+    def _some_kernel(cls, sizes: list[int]) -> list[int]:
+        if not sizes:
+            raise ValueError("name at least one kernel width, e.g. [2, 3, 4]")
+        return sizes
+
+
+class AdversarialObjectiveConfig(ObjectiveConfig, SamplingSettings):
+    """Adversarial training (Yu et al. 2017; Li et al. 2017): a discriminator learns to tell references
+    from sampled outputs, and the generator is trained by policy gradient with the discriminator's
+    probability of "human" as the reward, mixed with MLE."""
+
+    kind: Literal["adversarial"] = "adversarial"
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    pretrain_discriminator: int = Field(200, ge=0)  # updates of the discriminator alone, first
+    discriminator_steps: int = Field(1, ge=1, le=100)  # then cycles of this many discriminator updates
+    generator_steps: int = Field(1, ge=1, le=100)  # and this many generator updates
+    samples: int = Field(1, ge=1, le=64)  # per source
+    baseline: Literal["running", "mean"] = "running"  # running: a moving mean of the reward; mean: others'
+    baseline_decay: float = Field(0.9, ge=0.0, lt=1.0)  # of the running baseline
+
+    @model_validator(mode="after")
+    def _mean_needs_samples(self) -> AdversarialObjectiveConfig:
+        if self.baseline == "mean" and self.samples < 2:
+            raise ValueError("baseline=mean averages the other samples of a source: set samples >= 2")
+        return self
 
 
 LOWER_IS_BETTER = ("loss", "ppl", "ter")  # validation metrics where smaller is better

@@ -40,6 +40,7 @@ _BUILT_IN = {
     "word_distill": "seqsmith.training.word_distill",
     "self_critical": "seqsmith.training.sequence_level",
     "minimum_risk": "seqsmith.training.sequence_level",
+    "adversarial": "seqsmith.training.adversarial",
 }  # kind -> module, imported when first asked for
 
 
@@ -77,8 +78,8 @@ class Objective(ABC):
         self.train = train
 
     def start(self, model: Seq2SeqModel, tokenizers: Tokenizers, device: torch.device) -> None:
-        """Called once before the first update with the model and the data's tokenizers: load and check
-        what the objective reads beside its units (a frozen teacher)."""
+        """Called once, before ``extra_units`` and the first update, with the model and the data's
+        tokenizers: load and check what the objective reads beside its units (a frozen teacher)."""
         return
 
     def extra_units(self, model: Seq2SeqModel) -> dict[str, nn.Module]:

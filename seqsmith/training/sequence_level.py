@@ -6,7 +6,9 @@ model would say at test time) or the mean reward of the source's other samples. 
 al. 2016; Edunov et al. 2018) lowers the expected cost ``1 - reward`` under the model's distribution
 renormalized over a candidate set: samples (repeats counted once) or beam outputs, with the reference.
 
-Both count sentences and add ``1 - gamma`` of the label-smoothed cross-entropy on the references (summed
+``SequenceLevel`` holds what every objective on sampled outputs shares (the adversarial one of
+seqsmith.training.adversarial too); ``Rewarded`` adds rewards from sentence metrics. All of them count
+sentences and add ``1 - gamma`` of the label-smoothed cross-entropy on the references (summed
 over each reference's tokens, as in Paulus et al.), which keeps the model fluent while the reward moves it.
 Candidates are decoded in eval mode without gradients; then one teacher-forced forward through the unit's
 wrapper scores the references and the candidates together, in training mode, so that torch.distributed
@@ -24,9 +26,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from seqsmith.config import (
+    AdversarialObjectiveConfig,
     GenerateConfig,
     MinimumRiskObjectiveConfig,
     SelfCriticalObjectiveConfig,
@@ -46,8 +49,8 @@ FLAT = 1e-6  # rewards closer than this are the same reward: no signal
 
 
 @contextlib.contextmanager
-def eval_mode(model: Seq2SeqModel) -> Iterator[None]:
-    """Dropout off while candidates are decoded; the model's mode back afterwards."""
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Dropout off while candidates are decoded or scored; the module's mode back afterwards."""
     was_training = model.training
     model.eval()
     try:
@@ -67,13 +70,12 @@ class Scored:
 
 
 class SequenceLevel(Objective):
-    """What the sequence-level objectives share: rewards on text, the joint forward, the MLE mix."""
+    """What the objectives on sampled outputs share: sampling, the joint forward, the MLE mix, figures."""
 
-    config: SelfCriticalObjectiveConfig | MinimumRiskObjectiveConfig
+    config: SelfCriticalObjectiveConfig | MinimumRiskObjectiveConfig | AdversarialObjectiveConfig
     tokenizers: Tokenizers
 
     def start(self, model: Seq2SeqModel, tokenizers: Tokenizers, device: torch.device) -> None:
-        check_tokenize(self.config.bleu_tokenize)
         self.tokenizers = tokenizers
         self.placeholders = [f"copy{slot}" for slot in range(copy_slots(model))]
 
@@ -96,14 +98,6 @@ class SequenceLevel(Objective):
         """Detokenized outputs (EOS and padding dropped)."""
         rows = [row[:length].tolist() for row, length in zip(ids, lengths.tolist(), strict=True)]
         return [self.tokenizers.decode_with_oovs(row, self.placeholders) for row in rows]
-
-    def rewards(self, texts: list[str], references: list[str], rows: Tensor) -> Tensor:
-        """(len(texts),) float64: text i scored against the reference of source ``rows[i]``."""
-        c = self.config
-        chosen = [[references[row]] for row in rows.tolist()]
-        weights: dict[str, float] = {name: weight for name, weight in c.reward.items()}
-        values = sentence_rewards(texts, chosen, weights, c.bleu_tokenize)
-        return torch.tensor(values, dtype=torch.float64, device=rows.device)
 
     def references(self, model: Seq2SeqModel, batch: Batch) -> list[str]:
         return self.texts(batch.tgt_out, batch.tgt_out.ne(model.pad_id).sum(1))
@@ -173,7 +167,25 @@ def spread(lengths: Tensor, size: int) -> Tensor:
     return lengths.float().view(size, -1).std(1, unbiased=False).sum()
 
 
-class SelfCritical(SequenceLevel):
+class Rewarded(SequenceLevel):
+    """The objectives whose reward is a mix of sentence metrics, computed on text."""
+
+    config: SelfCriticalObjectiveConfig | MinimumRiskObjectiveConfig
+
+    def start(self, model: Seq2SeqModel, tokenizers: Tokenizers, device: torch.device) -> None:
+        check_tokenize(self.config.bleu_tokenize)
+        super().start(model, tokenizers, device)
+
+    def rewards(self, texts: list[str], references: list[str], rows: Tensor) -> Tensor:
+        """(len(texts),) float64: text i scored against the reference of source ``rows[i]``."""
+        c = self.config
+        chosen = [[references[row]] for row in rows.tolist()]
+        weights: dict[str, float] = {name: weight for name, weight in c.reward.items()}
+        values = sentence_rewards(texts, chosen, weights, c.bleu_tokenize)
+        return torch.tensor(values, dtype=torch.float64, device=rows.device)
+
+
+class SelfCritical(Rewarded):
     config_class = SelfCriticalObjectiveConfig
     config: SelfCriticalObjectiveConfig
 
@@ -208,7 +220,7 @@ class SelfCritical(SequenceLevel):
         return Loss(self.config.gamma * policy + scored.value, figures)
 
 
-class MinimumRisk(SequenceLevel):
+class MinimumRisk(Rewarded):
     config_class = MinimumRiskObjectiveConfig
     config: MinimumRiskObjectiveConfig
 

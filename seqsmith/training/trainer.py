@@ -242,8 +242,8 @@ class Trainer:
         model, notes = initial_model(
             self.config, self.tokenizers, None if self.rank else self.model_dir, fresh
         )
+        self.objective.start(model, self.tokenizers, self.device)  # before extra_units, which may need it
         units = self._units(model)
-        self.objective.start(model, self.tokenizers, self.device)
         progress = self.checkpoints.restore(units, self.objective) or Progress(world=self.world)
         self._resume_in_this_world(progress)
         if self.rank == 0:
