@@ -31,6 +31,7 @@ from seqsmith.config import TrainConfig
 from seqsmith.data.batching import collate
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.fileio import atomic_write_text
+from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.model_dir import load_model_dir
 from seqsmith.training.objective import MAIN, Unit, build_objective
 
@@ -73,7 +74,7 @@ def fixed_batches(data_dir: Path, batch_tokens: int, count: int, seed: int = 1) 
 
 
 def seconds_per_update(
-    model: torch.nn.Module, loaded: Any, settings: dict[str, Any], batches: list[Any], warmup: int
+    model: Seq2SeqModel, loaded: Any, settings: dict[str, Any], batches: list[Any], warmup: int
 ) -> float:
     train = TrainConfig(max_steps=1, lr=1e-5, objective=settings)
     objective = build_objective(train)
