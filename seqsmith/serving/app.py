@@ -256,4 +256,7 @@ def serve(
         uvicorn.run(app_from_environment(), **options)
         return
     _load(settings)  # every setting checked here, once, before any worker starts; then freed
+    # A worker answers the supervisor's health pings only once it has imported the command's modules
+    # (torch among them); uvicorn's 5 s default killed and restarted every worker on a busy machine.
+    options["timeout_worker_healthcheck"] = 120
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
