@@ -29,7 +29,7 @@ from seqsmith.generation.sequences import Sequences, decode_tensors
 from seqsmith.models.discriminator import Discriminator
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.training.objective import MAIN, Loss, Units, model_of
-from seqsmith.training.sequence_level import FLAT, SequenceLevel, eval_mode, spread
+from seqsmith.training.sequence_level import SequenceLevel, eval_mode, leave_one_out
 
 DISCRIMINATOR = "discriminator"
 
@@ -71,21 +71,14 @@ class Adversarial(SequenceLevel):
         size = len(batch)
         rewards = torch.sigmoid(logits.double()).view(size, k)
         if self.config.baseline == "mean":
-            baseline = (rewards.sum(1, keepdim=True) - rewards) / (k - 1)
+            baseline = leave_one_out(rewards)
         else:
             baseline = torch.full_like(rewards, self.running)
             decay = self.config.baseline_decay
             self.running = decay * self.running + (1 - decay) * float(rewards.mean())
-        advantage = rewards - baseline
-        scored = self.score(units[MAIN], batch, samples)
-        policy = -(advantage.to(scored.log_probs.dtype) * scored.log_probs.view(size, k)).sum() / k
-        figures = self.figures(
-            batch, scored, samples.lengths, reward=rewards, baseline=baseline, advantage=advantage
+        return self.policy_gradient(
+            batch, self.score(units[MAIN], batch, samples), samples, rewards, baseline
         )
-        figures["flat"] = advantage.abs().le(FLAT).all(1).sum().float()
-        if k > 1:
-            figures["length_spread"] = spread(samples.lengths, size)
-        return Loss(self.config.gamma * policy + scored.value, figures)
 
     def discriminator_loss(self, units: Units, batch: Batch, samples: Sequences) -> Loss:
         """References labelled human, samples generated, in one forward through the unit's wrapper."""

@@ -146,6 +146,22 @@ class SequenceLevel(Objective):
             "entropy": per(scored.entropy.view(size, -1)[:, : lengths.numel() // size]),
         }
 
+    def policy_gradient(
+        self, batch: Batch, scored: Scored, samples: Sequences, rewards: Tensor, baseline: Tensor
+    ) -> Loss:
+        """REINFORCE with a baseline: each sample's log-probability weighted by its reward minus the
+        baseline, averaged over a source's samples; ``rewards`` and ``baseline`` are (sources, samples)."""
+        size, k = rewards.shape
+        advantage = rewards - baseline
+        policy = -(advantage.to(scored.log_probs.dtype) * scored.log_probs.view(size, k)).sum() / k
+        figures = self.figures(
+            batch, scored, samples.lengths, reward=rewards, baseline=baseline, advantage=advantage
+        )
+        figures["flat"] = advantage.abs().le(FLAT).all(1).sum().float()
+        if k > 1:
+            figures["length_spread"] = spread(samples.lengths, size)
+        return Loss(self.config.gamma * policy + scored.value, figures)
+
     def advice(self, figures: dict[str, float]) -> dict[str, str]:
         found = {}
         if figures.get("flat", 0.0) > 0.9:
@@ -160,6 +176,12 @@ class SequenceLevel(Objective):
                 "output): lower gamma to mix in more MLE, or lower train.lr"
             )
         return found
+
+
+def leave_one_out(rewards: Tensor) -> Tensor:
+    """(sources, samples): each sample's baseline is the mean reward of its source's other samples, which
+    keeps the policy gradient unbiased."""
+    return (rewards.sum(1, keepdim=True) - rewards) / (rewards.size(1) - 1)
 
 
 def spread(lengths: Tensor, size: int) -> Tensor:
@@ -203,21 +225,8 @@ class SelfCritical(Rewarded):
             rows = torch.arange(size, device=rewards.device)
             baseline = self.rewards(self.texts(greedy.ids, greedy.lengths), references, rows).unsqueeze(1)
         else:
-            baseline = (rewards.sum(1, keepdim=True) - rewards) / (k - 1)  # leave-one-out: unbiased
-        advantage = rewards - baseline
-        policy = -(advantage.to(scored.log_probs.dtype) * scored.log_probs.view(size, k)).sum() / k
-        figures = self.figures(
-            batch,
-            scored,
-            samples.lengths,
-            reward=rewards,
-            baseline=baseline.expand(size, k),
-            advantage=advantage,
-        )
-        figures["flat"] = advantage.abs().le(FLAT).all(1).sum().float()
-        if k > 1:
-            figures["length_spread"] = spread(samples.lengths, size)
-        return Loss(self.config.gamma * policy + scored.value, figures)
+            baseline = leave_one_out(rewards)
+        return self.policy_gradient(batch, scored, samples, rewards, baseline.expand(size, k))
 
 
 class MinimumRisk(Rewarded):
