@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from measure import cpu_model
 from peers import ensure
 from tables import write_section
 
 from seqsmith.fileio import atomic_write_text
+from seqsmith.hardware import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 COUPLETS = ROOT.parent / "shared" / "data" / "couplet" / "train"
@@ -208,7 +208,7 @@ def main() -> None:
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "processor": cpu_model(),
+            "processor": cpu_name(),
             "cpus": os.cpu_count(),
         },
     }

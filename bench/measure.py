@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from seqsmith.errors import SeqsmithError
+from seqsmith.hardware import cpu_name
 
 
 def high_water_mb(pid: int) -> float | None:
@@ -51,20 +52,6 @@ def run_measured(
         time.sleep(0.1)
 
 
-def cpu_model() -> str:
-    """The CPU's name and the vector units that decide matrix speed (AVX-512, AMX differ between hosts)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return platform.processor()
-    pairs = (line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in pairs}
-    name = fields.get("model name", platform.processor())
-    flags = fields.get("flags", "").split()
-    units = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{name} ({', '.join(units) or 'no AVX2'})"
-
-
 def repo_path(path: Path | str) -> str:
     """A path as benchmarks record it: relative to the repository, not one machine's absolute path."""
     return os.path.relpath(Path(path).resolve(), Path(__file__).resolve().parents[1])
@@ -76,7 +63,7 @@ def machine(loadavg_before: list[float]) -> dict[str, object]:
 
     return {
         "platform": platform.platform(),
-        "processor": cpu_model(),
+        "processor": cpu_name(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -60,20 +60,22 @@ PARAMETERS = {  # where each toolkit's log states the model size
 class System:
     toolkit: str  # seqsmith, joeynmt, opennmt
     arch: str  # transformer, rnn
-    bf16: bool = False  # seqsmith's bfloat16 autocast (train.bf16); the peers run float32 on a CPU
+    precision: str = "fp32"  # seqsmith's train.precision: fp32, bf16 (autocast) or auto; the peers run fp32
 
     @property
     def name(self) -> str:
-        return f"{self.toolkit}-{self.arch}" + ("-bf16" if self.bf16 else "")
+        return f"{self.toolkit}-{self.arch}" + ("" if self.precision == "fp32" else f"-{self.precision}")
 
 
 SYSTEMS = [
     System("seqsmith", "transformer"),
-    System("seqsmith", "transformer", bf16=True),
+    System("seqsmith", "transformer", precision="bf16"),
+    System("seqsmith", "transformer", precision="auto"),
     System("joeynmt", "transformer"),
     System("opennmt", "transformer"),
     System("seqsmith", "rnn"),
-    System("seqsmith", "rnn", bf16=True),
+    System("seqsmith", "rnn", precision="bf16"),
+    System("seqsmith", "rnn", precision="auto"),
     System("joeynmt", "rnn"),
 ]
 SEQSMITH_MODELS: dict[str, dict[str, Any]] = {
@@ -145,7 +147,7 @@ def seqsmith_config(work: Workspace, system: System, steps: int, log_every: int,
         validate_every=10**9,
         checkpoint_every=10**9,
         patience=None,
-        bf16=system.bf16,
+        precision=system.precision,
         max_minutes=None,
     )
     config_from_dict(raw, f"bench config for {system.name}")
@@ -274,12 +276,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def ratios(results: dict[str, Any], peer: str) -> dict[str, float]:
-    """seqsmith over the peer, per model: float32 against float32, and seqsmith's bf16 (a feature the peers
-    lack on a CPU) against the peer's float32."""
+    """seqsmith over the peer, per model: fp32 against fp32, and seqsmith's bf16 and auto (bf16 is a feature
+    the peers lack on a CPU) against the peer's fp32."""
     out = {}
     for arch in ("transformer", "rnn"):
         theirs = results.get(f"{peer}-{arch}")
-        for suffix in ("", "-bf16"):
+        for suffix in ("", "-bf16", "-auto"):
             ours = results.get(f"seqsmith-{arch}{suffix}")
             if ours and theirs:
                 out[f"{arch}{suffix}"] = ours["tokens_per_s"] / theirs["tokens_per_s"]

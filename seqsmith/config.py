@@ -527,8 +527,19 @@ class TrainConfig(Section):
     keep_best: int = Field(1, ge=0)
     checkpoint_every: int = Field(1000, ge=1)
     log_every: int = Field(100, ge=1)
-    bf16: bool = False
+    # bf16: bfloat16 autocast; auto: bf16 where the hardware has native bfloat16 and a probe of the model's
+    # first steps finds it faster, else fp32 (seqsmith/training/precision.py)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bf16_is_precision(cls, raw: Any) -> Any:
+        """Model directories written before train.precision say ``bf16: true|false``."""
+        if isinstance(raw, dict) and isinstance(raw.get("bf16"), bool) and "precision" not in raw:
+            raw = {**raw, "precision": "bf16" if raw["bf16"] else "fp32"}
+            del raw["bf16"]
+        return raw
 
     @field_validator("objective", mode="wrap")
     @classmethod
@@ -545,9 +556,6 @@ class TrainConfig(Section):
     def _some_budget(self) -> TrainConfig:
         if self.max_steps is None and self.max_epochs is None and self.max_minutes is None:
             raise ValueError("set at least one of max_steps, max_epochs, max_minutes")
-        if self.schedule == "cosine" and self.max_steps is None and self.max_epochs is None:
-            # max_minutes alone gives no length to decay over: the rate would silently stay at its peak
-            raise ValueError("schedule=cosine decays over train.max_steps or train.max_epochs: set one")
         if self.early_stopping_metric == "bleu" and not self.validation_bleu:
             raise ValueError(
                 "early_stopping_metric=bleu needs validation_bleu: true; pick loss or another metric"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "seqsmith"
 FLOORS = {
-    "base": 0,  # config, errors, fileio, specials, allocator
+    "base": 0,  # config, errors, fileio, specials, allocator, hardware
     "data": 1,
     "evaluation": 1,
     "models": 2,
@@ -22,7 +22,7 @@ FLOORS = {
     "serving": 6,
     "cli": 7,  # the outermost face: `seqsmith serve` starts the server
 }
-BASE = {"config", "errors", "fileio", "specials", "allocator", "__init__"}
+BASE = {"config", "errors", "fileio", "specials", "allocator", "hardware", "__init__"}
 
 
 def room(parts: list[str]) -> str:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from seqsmith.config import TrainConfig
-from seqsmith.training.optim import build_optimizer, learning_rate
+from seqsmith.training.optim import build_optimizer, fitted_horizon, learning_rate
 
 
 def cfg(**kw: object) -> TrainConfig:
@@ -76,3 +76,20 @@ def test_optimizers_step_by_their_rules_with_the_configured_settings(name: str) 
         parameter.grad = torch.tensor(step_grads, dtype=torch.float64)
         optimizer.step()
     assert parameter.tolist() == pytest.approx(by_hand(name, start, grads), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("left", "step_seconds", "validation_seconds", "every"),
+    [(100.0, 0.1, 2.0, 50), (3600.0, 0.24, 9.0, 1500)],
+)
+def test_a_fitted_schedule_ends_within_the_time_left(
+    left: float, step_seconds: float, validation_seconds: float, every: int
+) -> None:
+    """Replaying the fitted steps on a clock, with a validation every ``every`` steps and a last one, uses
+    nearly all of the time left but never more."""
+    end = fitted_horizon(1000, left, step_seconds, validation_seconds, every)
+    clock = 0.0
+    for step in range(1001, end + 1):
+        clock += step_seconds + (validation_seconds if step % every == 0 else 0.0)
+    clock += validation_seconds
+    assert 0.94 * left < clock <= left

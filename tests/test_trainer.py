@@ -17,6 +17,7 @@ from seqsmith import api
 from seqsmith.config import Config, save_config
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.model_dir import load_model_dir
+from seqsmith.training import trainer as trainer_module
 from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
 
 
@@ -285,7 +286,7 @@ def test_a_finished_training_stays_finished(tmp_path: Path) -> None:
 def test_bf16_autocast_changes_the_numbers_but_not_the_learning(tmp_path: Path) -> None:
     plain = tiny_config(tmp_path / "fp32", train={"max_steps": 30})
     api.train(plain, show_progress=False)
-    mixed = tiny_config(tmp_path / "bf16", train={"max_steps": 30, "bf16": True})
+    mixed = tiny_config(tmp_path / "bf16", train={"max_steps": 30, "precision": "bf16"})
     api.train(mixed, show_progress=False)
     fp32, bf16 = losses(Path(plain.train.model_dir)), losses(Path(mixed.train.model_dir))
     assert bf16[1] != fp32[1] and bf16[1] == pytest.approx(fp32[1], rel=2e-2)  # autocast is on, and close
@@ -318,3 +319,43 @@ def test_max_minutes_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
     assert 1.1 < result.minutes * 60 < 30
     latest = CheckpointDir(Path(config.train.model_dir), 0, True).latest()
     assert latest is not None and latest.name == f"step-{result.steps:08d}"
+
+
+def clocked_cosine(root: Path, **train: Any) -> Config:
+    budget = {"max_steps": None, "max_epochs": None, "max_minutes": 10.0, "schedule": "cosine"}
+    return tiny_config(root, train={**budget, "warmup_steps": 5, "validate_every": 20, **train})
+
+
+def test_a_cosine_on_a_clock_budget_anneals_by_the_deadline(tmp_path: Path) -> None:
+    config = clocked_cosine(tmp_path, max_minutes=0.25)
+    result = api.train(config, show_progress=False)
+    (fit,) = train_log(Path(config.train.model_dir), "schedule")
+    assert fit["step"] == 20 and fit["ends"] > 20 and fit["step_seconds"] > 0
+    rates = [row["lr"] for row in train_log(Path(config.train.model_dir))]
+    assert max(rates) == pytest.approx(config.train.lr) and rates[-1] < 0.3 * config.train.lr
+    assert "fitted" in result.stop_reason or "max_minutes" in result.stop_reason
+    assert result.minutes < 0.25 * 1.2
+
+
+def test_a_fitted_schedule_is_kept_through_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fit happens once; a killed run resumes with the end it stored, exactly as if never stopped."""
+    monkeypatch.setattr(trainer_module, "fitted_horizon", lambda *_: 50)
+    whole = clocked_cosine(tmp_path / "whole")
+    assert api.train(whole, show_progress=False).steps == 50
+    cut = clocked_cosine(tmp_path / "cut")
+    log_window = trainer_module.Trainer._log_window
+
+    def interrupt_at_35(self: Any, window: Any, progress: Any, *rest: Any) -> None:
+        if progress.step == 35:
+            raise KeyboardInterrupt
+        log_window(self, window, progress, *rest)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_log_window", interrupt_at_35)
+    assert "interrupted" in api.train(cut, show_progress=False).stop_reason
+    monkeypatch.setattr(trainer_module.Trainer, "_log_window", log_window)
+    monkeypatch.setattr(trainer_module, "fitted_horizon", lambda *_: pytest.fail("fitted again on resume"))
+    resumed = api.train(cut, show_progress=False)
+    assert resumed.steps == 50 and "fitted" in resumed.stop_reason
+    for kind, keys in (("train", ("step", "loss", "lr")), ("schedule", ("step", "ends"))):
+        seen = [[row[key] for key in keys] for row in train_log(Path(cut.train.model_dir), kind)]
+        assert seen == [[row[key] for key in keys] for row in train_log(Path(whole.train.model_dir), kind)]

@@ -43,6 +43,8 @@ class Progress:
     best_metric: float | None = None
     bad_validations: int = 0
     world: int = 1  # processes that trained up to here
+    fitted_steps: int | None = None  # where a cosine fitted to train.max_minutes ends (trainer._fit_schedule)
+    precision: str = ""  # fp32 or bf16, what train.precision stood for when this training started
 
 
 @dataclass

@@ -76,6 +76,7 @@ class Objective(ABC):
     def __init__(self, config: ObjectiveConfig, train: TrainConfig) -> None:
         self.config = config
         self.train = train
+        self.bf16 = train.precision == "bf16"  # the trainer settles train.precision: auto before training
 
     def start(self, model: Seq2SeqModel, tokenizers: Tokenizers, device: torch.device) -> None:
         """Called once, before ``extra_units`` and the first update, with the model and the data's
@@ -122,8 +123,8 @@ class Objective(ABC):
 
     # ------------------------------------------------------------- helpers objectives share
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-        """bfloat16 autocast for forward passes when train.bf16 is on."""
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.train.bf16)
+        """bfloat16 autocast for forward passes when training runs in bf16."""
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def scores(self, unit: Unit, batch: Batch) -> Tensor:
         """Teacher-forced scores of the batch through the unit's wrapper."""

@@ -20,6 +20,9 @@ from seqsmith.models.interface import Seq2SeqModel
 ParameterGroup = dict[str, Any]  # {"params": [...], "lr_factor": f}: a share of the scheduled rate
 
 
+CLOCK_MARGIN = 0.97  # the share of the time left that a fitted schedule plans to use
+
+
 def build_optimizer(
     parameters: Iterable[nn.Parameter] | list[ParameterGroup], cfg: TrainConfig
 ) -> torch.optim.Optimizer:
@@ -82,6 +85,16 @@ def learning_rate(
     else:  # constant, plateau (factor lowered by the trainer); cosine called without a length
         lr = cfg.lr * factor
     return max(lr, cfg.min_lr)
+
+
+def fitted_horizon(
+    step: int, seconds_left: float, step_seconds: float, validation_seconds: float, validate_every: int
+) -> int:
+    """The step at which a schedule should end so that training, its validations and the final one fit
+    into ``seconds_left`` after ``step``; a margin of ``CLOCK_MARGIN`` absorbs a slower machine."""
+    per_step = step_seconds + validation_seconds / validate_every
+    budget = CLOCK_MARGIN * (seconds_left - validation_seconds)
+    return step + max(1, int(budget / per_step))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

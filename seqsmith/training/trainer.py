@@ -52,7 +52,14 @@ from seqsmith.models.model_dir import (
 )
 from seqsmith.training.checkpoint import CheckpointDir, Progress
 from seqsmith.training.objective import MAIN, Unit, Units, build_objective, model_of, no_sync
-from seqsmith.training.optim import build_optimizer, learning_rate, part_groups, set_learning_rate
+from seqsmith.training.optim import (
+    build_optimizer,
+    fitted_horizon,
+    learning_rate,
+    part_groups,
+    set_learning_rate,
+)
+from seqsmith.training.precision import Choice, choose_precision
 from seqsmith.training.validation import improved, validate
 
 LOG = "train_log.jsonl"
@@ -207,6 +214,25 @@ class Trainer:
         known = [c for c in candidates if c]
         return min(known) if known else None
 
+    def _settle_precision(self, progress: Progress, model: Seq2SeqModel) -> None:
+        """What train.precision stands for in this training; auto keeps its first choice through resumes,
+        and rank 0's probe decides for every process."""
+        setting = self.cfg.precision
+        if setting == "auto" and progress.precision:
+            choice = Choice(progress.precision == "bf16", "auto, as chosen when this training started")
+        else:
+            choice = Choice(False, "auto, as rank 0's probe chose")
+            if setting != "auto" or self.rank == 0:
+                choice = choose_precision(setting, model, self._group(progress, model)[0].to(self.device))
+            if setting == "auto" and self.world > 1:
+                flag = torch.tensor([int(choice.bf16)], device=self.device)
+                dist.broadcast(flag, 0)
+                choice = Choice(bool(flag.item()), choice.reason)
+        progress.precision = "bf16" if choice.bf16 else "fp32"
+        self.objective.bf16 = choice.bf16
+        if self.rank == 0:
+            tqdm.write(f"seqsmith: training in {progress.precision} ({choice.reason})")
+
     # ----------------------------------------------------------------- data position
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """This process's batches of ``epoch`` (computed once an epoch)."""
@@ -251,11 +277,13 @@ class Trainer:
             tqdm.write(f"seqsmith: {describe(model)}; {start}; model directory {self.model_dir}")
             for note in notes:
                 tqdm.write(f"seqsmith: initialized {note}")
+        self._settle_precision(progress, model)
         self._open_log(progress.step)
         for unit in units.values():
             unit.module.train()
-        total_steps = self._total_steps()
+        total_steps = progress.fitted_steps or self._total_steps()
         started = time.monotonic() - progress.elapsed
+        self._clock: tuple[int, float] | None = None  # (step, time) after this run's first update
         bar = tqdm(
             total=total_steps,
             initial=progress.step,
@@ -278,6 +306,7 @@ class Trainer:
                 set_learning_rate(units[name].optimizer, lr)
                 figures = self._update(units, name, group, count, total, progress.step + 1)
                 self._advance(progress, len(group))
+                self._clock = self._clock or (progress.step, time.monotonic())
                 window.add(figures, sum(batch.num_target_tokens for batch in group))
                 bar.update(1)
                 if progress.step % self.cfg.log_every == 0 or progress.step == 1:
@@ -286,10 +315,14 @@ class Trainer:
                 stop_reason = self._budget_reason(progress, started)
                 validate_now = progress.step % self.cfg.validate_every == 0
                 if validate_now or stop_reason or progress.step % self.cfg.checkpoint_every == 0:
+                    fit = validate_now and self._fit_due(progress)
                     last_validation, early = self._checkpoint(
-                        units, progress, started, validate_now or bool(stop_reason)
+                        units, progress, started, validate_now or bool(stop_reason), fit
                     )
                     stop_reason = stop_reason or early
+                    if fit:
+                        total_steps = bar.total = self._share_fit(progress)
+                        bar.refresh()
         except KeyboardInterrupt:
             stop_reason = "interrupted; the last checkpoint is kept, run the same command to resume"
         finally:
@@ -336,7 +369,7 @@ class Trainer:
         if not math.isfinite(values[0]):
             raise SeqsmithError(
                 f"the training loss became {values[0]} at step {step}; lower train.lr, raise "
-                "train.warmup_steps, set train.clip_grad_norm, or turn off train.bf16"
+                "train.warmup_steps, set train.clip_grad_norm, or set train.precision: fp32"
             )
         if self.cfg.clip_grad_norm:
             torch.nn.utils.clip_grad_norm_(unit.module.parameters(), self.cfg.clip_grad_norm)
@@ -392,9 +425,57 @@ class Trainer:
             return f"reached train.max_steps={cfg.max_steps}"
         if cfg.max_epochs and progress.epoch >= cfg.max_epochs:
             return f"reached train.max_epochs={cfg.max_epochs}"
+        if progress.fitted_steps and progress.step >= progress.fitted_steps:
+            return (
+                f"reached step {progress.fitted_steps}, where the schedule fitted to train.max_minutes ends"
+            )
         if cfg.max_minutes and time.monotonic() - started >= cfg.max_minutes * 60:
             return f"reached train.max_minutes={cfg.max_minutes}"
         return self._early_stop_reason(progress)
+
+    def _fit_due(self, progress: Progress) -> bool:
+        """Whether this validation fixes where the cosine ends (once a training, with a clock budget)."""
+        cfg = self.cfg
+        clock = self._clock is not None and progress.step > self._clock[0]
+        return bool(cfg.max_minutes) and cfg.schedule == "cosine" and progress.fitted_steps is None and clock
+
+    def _fit_schedule(
+        self, progress: Progress, started: float, began: float, validation_seconds: float
+    ) -> None:
+        """End the cosine where train.max_minutes ends, from this run's step and validation times, so that
+        the last checkpoint is the annealed one on any machine (rank 0, before the checkpoint stores it)."""
+        assert self._clock is not None and self.cfg.max_minutes
+        first_step, first_time = self._clock
+        step_seconds = (began - first_time) / (progress.step - first_step)
+        left = self.cfg.max_minutes * 60 - (time.monotonic() - started)
+        horizon = fitted_horizon(
+            progress.step, left, step_seconds, validation_seconds, self.cfg.validate_every
+        )
+        cap = self._total_steps()
+        progress.fitted_steps = min(horizon, cap) if cap else horizon
+        self._log(
+            {
+                "kind": "schedule",
+                "step": progress.step,
+                "ends": progress.fitted_steps,
+                "step_seconds": step_seconds,
+                "validation_seconds": validation_seconds,
+            }
+        )
+        tqdm.write(
+            f"seqsmith: step {progress.step}: {step_seconds:.3f} s a step and {validation_seconds:.1f} s a "
+            f"validation: the cosine schedule ends at step {progress.fitted_steps}, within "
+            f"train.max_minutes={self.cfg.max_minutes}"
+        )
+
+    def _share_fit(self, progress: Progress) -> int:
+        """Rank 0's fitted end of the schedule, on every process (each computes its own learning rate)."""
+        if self.world > 1:
+            ends = torch.tensor([progress.fitted_steps or 0], device=self.device)
+            dist.broadcast(ends, 0)
+            progress.fitted_steps = int(ends.item())
+        assert progress.fitted_steps
+        return progress.fitted_steps
 
     def _early_stop_reason(self, progress: Progress) -> str:
         cfg = self.cfg
@@ -407,15 +488,19 @@ class Trainer:
         return [json.loads(line)["references"] for line in lines]
 
     def _checkpoint(
-        self, units: Units, progress: Progress, started: float, validate_now: bool
+        self, units: Units, progress: Progress, started: float, validate_now: bool, fit: bool
     ) -> tuple[dict[str, float] | None, str]:
-        """Validate (when asked and a dev set exists), save, and say whether to stop early."""
+        """Validate (when asked and a dev set exists), fit the schedule to the clock (when asked), save,
+        and say whether to stop early."""
         if self.rank:
             return None, ""
         model = model_of(units)
         validation = None
+        began = time.monotonic()
         if validate_now and self.dev_split is not None:
             validation = validate(model, self.dev_split, self.tokenizers, self._dev_references(), self.config)
+        if fit:
+            self._fit_schedule(progress, started, began, time.monotonic() - began)
         early = ""
         metric = None
         if validation is not None:
