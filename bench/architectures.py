@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from measure import machine
-from tables import write_section
+from tables import BENCHMARKS_MD, figures_path, write_section
 
 from seqsmith.config import load_config
 from seqsmith.data.tokenizer import Tokenizers, encode_source
@@ -117,7 +117,7 @@ def main() -> None:
             for name in args.systems
         },
     }
-    out = ROOT / "docs" / "benchmarks" / "architectures.json"
+    out = figures_path("architectures.json")
     atomic_write_text(out, json.dumps(results, indent=1) + "\n")
     rows = [
         f"| {name} | {shapes[name].split(':')[0]} | {shapes[name].split(': ')[1].split()[0]} | "
@@ -138,7 +138,7 @@ def main() -> None:
             *rows,
         ]
     )
-    write_section(ROOT / "docs" / "benchmarks.md", "architectures", body)
+    write_section(BENCHMARKS_MD, "architectures", body)
     print(out)
 
 

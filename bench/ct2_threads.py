@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import machine, repo_path
-from tables import write_section
+from tables import BENCHMARKS_MD, figures_path, write_section
 
 from seqsmith.fileio import atomic_write_text
 
@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=ROOT.parent / "shared/data/multi30k/test2016.en")
     parser.add_argument("--limit", type=int, default=320)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "ct2_threads.json")
-    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=figures_path("ct2_threads.json"))
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     if not (args.export / "ctranslate2").is_dir():
         sys.exit(

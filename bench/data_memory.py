@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 from peers import ensure
-from tables import write_section
+from tables import figures_path, write_section
 
 from seqsmith.fileio import atomic_write_text
 from seqsmith.hardware import cpu_name
@@ -154,7 +154,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "seqsmith-bench-data")
-    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks" / "data_memory.json")
+    parser.add_argument("--output", type=Path, default=figures_path("data_memory.json"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tables import write_section
+from tables import BENCHMARKS_MD, figures_path, write_section
 
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
@@ -94,8 +94,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200, help="the first N sentences")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "decode_scaling.json")
-    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=figures_path("decode_scaling.json"))
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:

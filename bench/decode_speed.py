@@ -28,7 +28,7 @@ from typing import Any
 
 from measure import machine, repo_path, run_measured
 from peers import ensure
-from tables import write_section
+from tables import BENCHMARKS_MD, figures_path, write_section
 
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text
@@ -151,8 +151,8 @@ def main() -> None:
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--systems", nargs="*", choices=PEER_SYSTEMS, default=PEER_SYSTEMS, help="peers")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "decode_speed")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "decode_speed.json")
-    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=figures_path("decode_speed.json"))
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for one system")
     args = parser.parse_args()
     work = args.work.resolve()

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import machine, repo_path, run_measured
-from tables import write_section
+from tables import BENCHMARKS_MD, figures_path, write_section
 
 from seqsmith import api
 from seqsmith.errors import SeqsmithError
@@ -214,8 +214,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--only", nargs="*", help="system names to run (default: all)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "lightweight")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "lightweight.json")
-    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=figures_path("lightweight.json"))
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for one child")
     args = parser.parse_args()
     work = args.work.resolve()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from measure import machine, repo_path
-from tables import write_section
+from tables import BENCHMARKS_MD, figures_path, write_section
 
 from seqsmith.config import TrainConfig
 from seqsmith.data.batching import collate
@@ -104,8 +104,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "objective_cost.json")
-    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=figures_path("objective_cost.json"))
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     loadavg_before = [round(x, 2) for x in os.getloadavg()]

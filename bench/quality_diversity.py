@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 from measure import machine, repo_path
+from tables import figures_path
 
 from seqsmith import api
 from seqsmith.evaluation.metrics import distinct_n
@@ -56,7 +57,7 @@ def main() -> None:
     parser.add_argument("model_dirs", type=Path, nargs="+")
     parser.add_argument("--names", nargs="*", help="one label per model (default: the directory names)")
     parser.add_argument("--split", default=None, help="dev or test (default: the model's evaluate.split)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "quality_diversity.json")
+    parser.add_argument("--out", type=Path, default=figures_path("quality_diversity.json"))
     args = parser.parse_args()
     names = args.names or [path.parent.name for path in args.model_dirs]
     if len(names) != len(args.model_dirs):

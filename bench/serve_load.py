@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
 from measure import machine, repo_path  # noqa: E402
-from tables import write_section  # noqa: E402
+from tables import BENCHMARKS_MD, figures_path, write_section  # noqa: E402
 
 SENTENCES = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
 CLIENT_TIMEOUT = 60.0
@@ -352,7 +352,7 @@ def main() -> None:
     parser.add_argument("--baseline-minutes", type=float, default=1.0, help="other levels with batching off")
     parser.add_argument("--clients", type=int, nargs="+", default=[32, 1, 8, 128])
     parser.add_argument("--logs", default="runs/bench/serve_load")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "serving.json"))
+    parser.add_argument("--out", default=str(figures_path("serving.json")))
     args = parser.parse_args()
     load = [round(x, 2) for x in os.getloadavg()]
     results = run(args)
@@ -406,7 +406,7 @@ def main() -> None:
         "\nRequests whose client hung up and were dropped unsearched (seqsmith_cancelled_total): "
         f"{results.get('cancelled_total')}.",
     ]
-    write_section(ROOT / "docs" / "benchmarks.md", "serving", "\n".join(lines))
+    write_section(BENCHMARKS_MD, "serving", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,37 @@
-"""docs/benchmarks.md holds one section per benchmark; each script rewrites only its own, between markers."""
+"""docs/benchmarks.md holds one section per benchmark; each script rewrites only its own, between markers.
+
+Every script writes under ``DOCS`` (docs/ of the repository), or under ``$SEQSMITH_BENCH_DOCS`` when that is
+set: ``bench/all.py --quick`` points it at a scratch directory, so a smoke run leaves the tables alone.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from seqsmith.fileio import atomic_write_text
 
+DOCS = Path(os.environ.get("SEQSMITH_BENCH_DOCS") or Path(__file__).resolve().parents[1] / "docs")
+BENCHMARKS_MD = DOCS / "benchmarks.md"
 HEADER = "# Benchmarks\n\nMade by the scripts in `bench/` (bench/README.md); raw figures in `benchmarks/`.\n"
 
 
-def write_section(path: Path, name: str, body: str) -> None:
-    """Replace the text between ``<!-- name -->`` and ``<!-- /name -->`` (appended when absent)."""
+def write_section(path: Path, name: str, body: str, first: bool = False) -> None:
+    """Replace the text between ``<!-- name -->`` and ``<!-- /name -->`` (when absent: appended, or put
+    right after the header with ``first``)."""
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     text = path.read_text(encoding="utf-8") if path.is_file() else HEADER
     block = f"{start}\n{body.rstrip()}\n{end}"
     if start in text and end in text:
         before, rest = text.split(start, 1)
         text = before + block + rest.split(end, 1)[1]
+    elif first and text.startswith(HEADER):
+        text = HEADER + "\n" + block + "\n" + text[len(HEADER) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     atomic_write_text(path, text)
+
+
+def figures_path(name: str) -> Path:
+    """Where a benchmark's raw figures (JSON, plots) go."""
+    return DOCS / "benchmarks" / name

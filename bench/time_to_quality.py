@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 import yaml
 from measure import machine, repo_path, run_measured
 from peers import ensure
-from tables import write_section
+from tables import DOCS, write_section
 from train_throughput import BASE_CONFIG, DATA, PEER_CONFIGS, Workspace, prepare_inputs
 
 from seqsmith.config import config_from_dict
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--seqsmith-validate", type=int, default=300)
     parser.add_argument("--joeynmt-validate", type=int, default=100)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "time_to_quality")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--out", type=Path, default=DOCS)
     args = parser.parse_args()
     loadavg = [round(x, 2) for x in os.getloadavg()]
     work = Workspace(args.work)

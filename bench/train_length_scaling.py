@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from measure import machine, repo_path
-from tables import write_section
+from tables import DOCS, write_section
 from torch import Tensor, nn
 
 from seqsmith.allocator import keep_freed_memory
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--out", type=Path, default=DOCS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()  # what seqsmith's trainer does on a CPU; it helps the peer's step alike

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from measure import machine, run_measured
 from peers import PEERS, ensure
-from tables import write_section
+from tables import BENCHMARKS_MD, figures_path, write_section
 
 from seqsmith.config import config_from_dict, load_config
 from seqsmith.data.prepare import prepare
@@ -332,8 +332,8 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=10, help="each toolkit's own logging interval")
     parser.add_argument("--systems", nargs="+", choices=[s.name for s in SYSTEMS], default=None)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "train_throughput")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "train_throughput.json")
-    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--out", type=Path, default=figures_path("train_throughput.json"))
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed for one training run")
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
