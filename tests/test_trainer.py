@@ -359,3 +359,5 @@ def test_a_fitted_schedule_is_kept_through_resume(tmp_path: Path, monkeypatch: p
     for kind, keys in (("train", ("step", "loss", "lr")), ("schedule", ("step", "ends"))):
         seen = [[row[key] for key in keys] for row in train_log(Path(cut.train.model_dir), kind)]
         assert seen == [[row[key] for key in keys] for row in train_log(Path(whole.train.model_dir), kind)]
+    monkeypatch.setattr(trainer_module, "fitted_horizon", lambda *_: 80)  # another budget: fitted again
+    assert api.train(clocked_cosine(tmp_path / "cut", max_minutes=20.0), show_progress=False).steps == 80

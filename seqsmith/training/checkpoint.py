@@ -44,6 +44,7 @@ class Progress:
     bad_validations: int = 0
     world: int = 1  # processes that trained up to here
     fitted_steps: int | None = None  # where a cosine fitted to train.max_minutes ends (trainer._fit_schedule)
+    fitted_minutes: float | None = None  # the train.max_minutes it was fitted to
     precision: str = ""  # fp32 or bf16, what train.precision stood for when this training started
 
 

@@ -281,7 +281,7 @@ class Trainer:
         self._open_log(progress.step)
         for unit in units.values():
             unit.module.train()
-        total_steps = progress.fitted_steps or self._total_steps()
+        total_steps = self._fitted(progress) or self._total_steps()
         started = time.monotonic() - progress.elapsed
         self._clock: tuple[int, float] | None = None  # (step, time) after this run's first update
         bar = tqdm(
@@ -425,10 +425,8 @@ class Trainer:
             return f"reached train.max_steps={cfg.max_steps}"
         if cfg.max_epochs and progress.epoch >= cfg.max_epochs:
             return f"reached train.max_epochs={cfg.max_epochs}"
-        if progress.fitted_steps and progress.step >= progress.fitted_steps:
-            return (
-                f"reached step {progress.fitted_steps}, where the schedule fitted to train.max_minutes ends"
-            )
+        if (fitted := self._fitted(progress)) and progress.step >= fitted:
+            return f"reached step {fitted}, where the schedule fitted to train.max_minutes ends"
         if cfg.max_minutes and time.monotonic() - started >= cfg.max_minutes * 60:
             return f"reached train.max_minutes={cfg.max_minutes}"
         return self._early_stop_reason(progress)
@@ -437,7 +435,12 @@ class Trainer:
         """Whether this validation fixes where the cosine ends (once a training, with a clock budget)."""
         cfg = self.cfg
         clock = self._clock is not None and progress.step > self._clock[0]
-        return bool(cfg.max_minutes) and cfg.schedule == "cosine" and progress.fitted_steps is None and clock
+        return bool(cfg.max_minutes) and cfg.schedule == "cosine" and not self._fitted(progress) and clock
+
+    def _fitted(self, progress: Progress) -> int | None:
+        """The fitted end of the schedule, if it was fitted to the train.max_minutes in force (a resume
+        with another clock budget fits again)."""
+        return progress.fitted_steps if progress.fitted_minutes == self.cfg.max_minutes else None
 
     def _fit_schedule(
         self, progress: Progress, started: float, began: float, validation_seconds: float
@@ -453,6 +456,7 @@ class Trainer:
         )
         cap = self._total_steps()
         progress.fitted_steps = min(horizon, cap) if cap else horizon
+        progress.fitted_minutes = self.cfg.max_minutes
         self._log(
             {
                 "kind": "schedule",
@@ -473,7 +477,7 @@ class Trainer:
         if self.world > 1:
             ends = torch.tensor([progress.fitted_steps or 0], device=self.device)
             dist.broadcast(ends, 0)
-            progress.fitted_steps = int(ends.item())
+            progress.fitted_steps, progress.fitted_minutes = int(ends.item()), self.cfg.max_minutes
         assert progress.fitted_steps
         return progress.fitted_steps
 
