@@ -69,6 +69,11 @@ STEPS = [
     ),
     Step("objective_cost", ["--model-dir", TINY], ["--updates", "3", "--repeats", "1"], {TINY: TRAIN_TINY}),
     Step("serve_load", [TINY], ["--minutes", "0.2", "--baseline-minutes", "0.1"], {TINY: TRAIN_TINY}),
+    Step(
+        "thread_policy",
+        quick=["--repeats", "1", "--steps", "30", "--sentences", "50"],
+        needs={TINY: TRAIN_TINY},
+    ),
     Step("data_memory", quick=["--repeats", "1"]),
     Step("time_to_quality", quick=["--minutes", "3"]),
     Step("roofline", quick=["--quick"]),  # last: it reads train_throughput's and decode_speed's figures

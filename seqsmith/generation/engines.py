@@ -9,6 +9,7 @@ searches (beam, sampling, diverse beam, every rule) run over onnxruntime session
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -73,6 +74,13 @@ class TorchEngine(Engine):
         return describe(self.searched) + ("" if self.name == "torch" else f" (on {self.name})")
 
 
+def ctranslate2_threads() -> int:
+    """CTranslate2's threads: one on a machine of two cores or fewer, where its second thread made greedy
+    int8 decoding 4.5x slower (AMD EPYC, 862 against 193 sentences/s) and 9.5x on an Intel Xeon
+    (bench/ct2_threads.py, docs/benchmarks.md); torch's count elsewhere."""
+    return 1 if (os.cpu_count() or 1) <= 2 else torch.get_num_threads()
+
+
 class CTranslate2Engine(Engine):
     """``ctranslate2.Translator`` over piece lists; token log-probabilities by its ``score_batch``."""
 
@@ -87,7 +95,7 @@ class CTranslate2Engine(Engine):
             str(directory),
             device="cpu",
             compute_type=self.compute_type,
-            intra_threads=torch.get_num_threads(),
+            intra_threads=ctranslate2_threads(),
         )
         self.source = [tokenizers.source.piece(i) for i in range(tokenizers.source.vocab_size)]
         target = tokenizers.target
