@@ -12,7 +12,6 @@ docs/benchmarks/decode_scaling.json and a section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -21,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tables import BENCHMARKS_MD, figures_path, write_section
+from tables import BENCHMARKS_MD, figures_path, publish
 
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_write_text
 from seqsmith.generation.generator import Generator
 from seqsmith.generation.search import generate_ids, pad
 
@@ -118,9 +116,7 @@ def main() -> None:
         "batch": [measure(generator, sources, 5, size, args.runs) for size in BATCH_SIZES],
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    write_section(args.markdown, "decode_scaling", markdown(report))
-    print(markdown(report))
+    publish(report, args.out, args.markdown, "decode_scaling", markdown(report))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Any
 
 from measure import machine, repo_path, run_measured
 from peers import ensure
-from tables import BENCHMARKS_MD, figures_path, write_section
+from tables import BENCHMARKS_MD, figures_path, publish
 
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text
@@ -215,9 +215,7 @@ def main() -> None:
         "peak_rss_mb": peak_rss_mb,
         **ratios(results),
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    write_section(args.markdown, "decode_speed", markdown(report))
-    print(markdown(report))
+    publish(report, args.out, args.markdown, "decode_speed", markdown(report))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import machine, repo_path, run_measured
-from tables import BENCHMARKS_MD, figures_path, write_section
+from tables import BENCHMARKS_MD, figures_path, publish
 
 from seqsmith import api
 from seqsmith.errors import SeqsmithError
@@ -294,9 +294,7 @@ def main() -> None:
         "machine": machine(loadavg_before),
         "results": results,
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    write_section(args.markdown, "lightweight", markdown(report))
-    print(markdown(report))
+    publish(report, args.out, args.markdown, "lightweight", markdown(report))
 
 
 if __name__ == "__main__":

@@ -32,10 +32,9 @@ from typing import Any
 
 import torch
 from measure import machine
-from tables import BENCHMARKS_MD, figures_path, write_section
+from tables import BENCHMARKS_MD, figures_path, publish
 
 from seqsmith.config import TransformerConfig
-from seqsmith.fileio import atomic_write_text
 from seqsmith.hardware import native_bf16
 from seqsmith.models.model_dir import CONFIG, read_config
 
@@ -271,10 +270,7 @@ def main() -> None:
         "machine": machine(loadavg),
     }
     report["systems"] = shares(report, shape, decode_shape)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    write_section(args.markdown, "roofline", markdown(report))
-    print(markdown(report))
+    publish(report, args.out, args.markdown, "roofline", markdown(report))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ set: ``bench/all.py --quick`` points it at a scratch directory, so a smoke run l
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from seqsmith.fileio import atomic_write_text
 
@@ -35,3 +37,11 @@ def write_section(path: Path, name: str, body: str, first: bool = False) -> None
 def figures_path(name: str) -> Path:
     """Where a benchmark's raw figures (JSON, plots) go."""
     return DOCS / "benchmarks" / name
+
+
+def publish(report: dict[str, Any], out: Path, markdown: Path, name: str, body: str) -> None:
+    """A benchmark's last words: its JSON, its section of the markdown, and the section on the console."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    write_section(markdown, name, body)
+    print(body)

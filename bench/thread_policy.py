@@ -26,9 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import machine
-from tables import BENCHMARKS_MD, figures_path, write_section
-
-from seqsmith.fileio import atomic_write_text
+from tables import BENCHMARKS_MD, figures_path, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "multi30k_en_de_tiny.yaml"
@@ -130,10 +128,7 @@ def main() -> None:
         "results": results,
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    write_section(args.markdown, "thread_policy", markdown(report))
-    print(markdown(report))
+    publish(report, args.out, args.markdown, "thread_policy", markdown(report))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from measure import machine, run_measured
 from peers import PEERS, ensure
-from tables import BENCHMARKS_MD, figures_path, write_section
+from tables import BENCHMARKS_MD, figures_path, publish
 
 from seqsmith.config import config_from_dict, load_config
 from seqsmith.data.prepare import prepare
@@ -381,9 +381,7 @@ def main() -> None:
             "length-bucketed), which is part of what is compared; target tokens/update shows the difference."
         ),
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
-    write_section(args.markdown, "train_throughput", markdown(report))
-    print(markdown(report))
+    publish(report, args.out, args.markdown, "train_throughput", markdown(report))
 
 
 if __name__ == "__main__":
