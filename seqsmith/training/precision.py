@@ -1,9 +1,10 @@
 """The precision of training's forward passes: ``train.precision: auto|fp32|bf16``.
 
 bfloat16 autocast halves the bytes of every matrix product. Where the hardware has native bfloat16
-(AVX512-BF16 or AMX on a CPU, a recent GPU) that can make a step faster, but not always: at a narrow model's
-shapes the casts cost about what the products save, and a GRU's many small products got slower (1.8x on an
-AVX512-BF16 CPU). So ``auto`` does not guess from the flags alone: on hardware with native bfloat16 it times
+(AVX512-BF16 or AMX on a CPU, a recent GPU) that can make a step faster, but not always: the casts cost
+about what a narrow model's products save, and one GRU config ran 1.8x slower on an AVX512-BF16 CPU where
+on another such CPU both a GRU and a Transformer ran 1.5-1.9x faster (docs/benchmarks.md, "Training
+precision"). So ``auto`` does not guess from the flags alone: on hardware with native bfloat16 it times
 a few forward and backward passes of the model on the first batch in both precisions and takes bf16 only
 when clearly faster; elsewhere it stays in fp32 without a probe. The probe leaves the weights, gradients and
 random state as it found them, and the trainer stores its choice in the checkpoint, so resume is exact.
