@@ -14,7 +14,7 @@ from seqsmith.data.batching import Batch
 from seqsmith.models.build import build_model
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.training import precision, trainer
-from seqsmith.training.precision import Choice, choose_precision
+from seqsmith.training.precision import Choice, auto_precision
 
 
 def model_and_batch() -> tuple[Seq2SeqModel, Batch]:
@@ -32,13 +32,11 @@ def model_and_batch() -> tuple[Seq2SeqModel, Batch]:
     return model, Batch(src, ones, tgt, tgt, torch.arange(3))
 
 
-def test_fixed_settings_and_missing_hardware_need_no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_hardware_needs_no_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     model, batch = model_and_batch()
     monkeypatch.setattr(precision, "_probe", lambda *_: pytest.fail("probed"))
-    assert choose_precision("bf16", model, batch).bf16
-    assert not choose_precision("fp32", model, batch).bf16
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
-    choice = choose_precision("auto", model, batch)
+    choice = auto_precision(model, batch)
     assert not choice.bf16 and "no native bfloat16" in choice.reason
 
 
@@ -51,7 +49,7 @@ def test_auto_takes_bf16_only_when_the_probe_finds_it_clearly_faster(
     model, batch = model_and_batch()
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
     monkeypatch.setattr(precision, "_probe", lambda *_: (fp32, bf16))
-    choice = choose_precision("auto", model, batch)
+    choice = auto_precision(model, batch)
     assert choice.bf16 is picked and f"{bf16:.3f} s in bf16" in choice.reason
 
 
@@ -75,15 +73,16 @@ def test_old_configs_bf16_key_reads_as_precision() -> None:
 
 def test_auto_keeps_its_first_choice_when_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A probe picks bf16 once; the resumed run must train on in bf16 without probing, exactly as a run that
-    was told bf16 from the start."""
+    was told bf16 from the start (which never probes)."""
+    monkeypatch.setattr(trainer, "auto_precision", lambda *_: pytest.fail("a fixed precision probed"))
     told = tiny_config(tmp_path / "told", train={"max_steps": 30, "precision": "bf16"})
     api.prepare(told, show_progress=False)
     api.train(told, show_progress=False)
-    monkeypatch.setattr(trainer, "choose_precision", lambda *_: Choice(True, "auto: a test's probe"))
+    monkeypatch.setattr(trainer, "auto_precision", lambda *_: Choice(True, "auto: a test's probe"))
     auto = tiny_config(tmp_path / "auto", train={"max_steps": 15, "precision": "auto"})
     api.prepare(auto, show_progress=False)
     api.train(auto, show_progress=False)
-    monkeypatch.setattr(trainer, "choose_precision", lambda *_: pytest.fail("probed again on resume"))
+    monkeypatch.setattr(trainer, "auto_precision", lambda *_: pytest.fail("probed again on resume"))
     resumed = tiny_config(tmp_path / "auto", train={"max_steps": 30, "precision": "auto"})
     api.train(resumed, show_progress=False)
     assert losses(Path(resumed.train.model_dir)) == losses(Path(told.train.model_dir))

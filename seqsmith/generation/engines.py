@@ -77,8 +77,7 @@ class TorchEngine(Engine):
 def ctranslate2_threads() -> int:
     """CTranslate2's threads: one on a machine of two cores or fewer, where its second thread made greedy
     int8 decoding of 32-sentence batches 4.5x slower (AMD EPYC, 862 against 193 sentences/s) and 9.5x on an
-    Intel Xeon (bench/ct2_threads.py, docs/benchmarks.md); only beam 5 over 320-sentence batches gained
-    from it (1.2x, AMD); torch's count elsewhere."""
+    Intel Xeon (bench/ct2_threads.py, docs/benchmarks.md); torch's count elsewhere."""
     return 1 if (os.cpu_count() or 1) <= 2 else torch.get_num_threads()
 
 

@@ -32,10 +32,8 @@ class Choice:
     reason: str  # for the log: why this precision
 
 
-def choose_precision(setting: str, model: Seq2SeqModel, batch: Batch) -> Choice:
-    """The precision ``setting`` stands for on this model, hardware and first batch."""
-    if setting != "auto":
-        return Choice(setting == "bf16", f"train.precision={setting}")
+def auto_precision(model: Seq2SeqModel, batch: Batch) -> Choice:
+    """What ``train.precision: auto`` stands for on this model, hardware and first batch."""
     device = batch.src.device
     if not native_bf16(device):
         return Choice(False, f"auto: no native bfloat16 on this {device.type}")

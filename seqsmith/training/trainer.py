@@ -59,7 +59,7 @@ from seqsmith.training.optim import (
     part_groups,
     set_learning_rate,
 )
-from seqsmith.training.precision import Choice, choose_precision
+from seqsmith.training.precision import Choice, auto_precision
 from seqsmith.training.validation import improved, validate
 
 LOG = "train_log.jsonl"
@@ -216,15 +216,17 @@ class Trainer:
 
     def _settle_precision(self, progress: Progress, model: Seq2SeqModel) -> None:
         """What train.precision stands for in this training; auto keeps its first choice through resumes,
-        and rank 0's probe decides for every process."""
+        and rank 0's probe decides for every process (only auto's probe needs a batch)."""
         setting = self.cfg.precision
-        if setting == "auto" and progress.precision:
+        if setting != "auto":
+            choice = Choice(setting == "bf16", f"train.precision={setting}")
+        elif progress.precision:
             choice = Choice(progress.precision == "bf16", "auto, as chosen when this training started")
         else:
             choice = Choice(False, "auto, as rank 0's probe chose")
-            if setting != "auto" or self.rank == 0:
-                choice = choose_precision(setting, model, self._group(progress, model)[0].to(self.device))
-            if setting == "auto" and self.world > 1:
+            if self.rank == 0:
+                choice = auto_precision(model, self._group(progress, model)[0].to(self.device))
+            if self.world > 1:
                 flag = torch.tensor([int(choice.bf16)], device=self.device)
                 dist.broadcast(flag, 0)
                 choice = Choice(bool(flag.item()), choice.reason)
