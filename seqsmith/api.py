@@ -36,7 +36,7 @@ from seqsmith.models.hf_export import export_marian
 from seqsmith.models.model_dir import WEIGHTS, check_prepared_data, load_model_dir, save_weights
 from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
 from seqsmith.training.distill import distilled_data
-from seqsmith.training.trainer import Trainer, TrainResult
+from seqsmith.training.trainer import Trainer, TrainResult, ValidationWatcher
 from seqsmith.training.validation import perplexity_of, split_loss
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ __all__ = [
     "report",
     "run",
     "train",
+    "tune",
     "write_outputs",
 ]
 
@@ -63,11 +64,14 @@ def prepare(config: Config, show_progress: bool = True) -> PrepareReport:
     return prepare_data(config, progress=show_progress)
 
 
-def train(config: Config, show_progress: bool = True) -> TrainResult:
-    """Train (preparing the data first if that has not been done); resumes from the last checkpoint."""
+def train(
+    config: Config, show_progress: bool = True, watcher: ValidationWatcher | None = None
+) -> TrainResult:
+    """Train (preparing the data first if that has not been done); resumes from the last checkpoint.
+    ``watcher`` is told each dev validation and may stop the training (``ValidationWatcher``)."""
     if not (Path(config.data.output_dir) / "report.json").is_file():
         prepare(config, show_progress)
-    return Trainer(config, show_progress).train()
+    return Trainer(config, show_progress, watcher).train()
 
 
 def load(model_dir: str | Path, weights: str | Path | None = None, **options: Any) -> Generator:
@@ -138,8 +142,12 @@ def average(model_dir: str | Path, checkpoints: list[Path] | None = None, out: P
 
 
 def report(model_dir: str | Path, examples: int | None = None) -> Path:
-    """One HTML page: config, curves, scores and example outputs with attention pictures."""
+    """One HTML page: config, curves, scores and example outputs with attention pictures; for a tuning
+    study's directory, its trials, pictures and best config."""
     model_dir = Path(model_dir)
+    if (model_dir / "study.json").is_file():
+        study, summary = _tuning()
+        return Path(summary.summarize(study.reopen(model_dir)).report)
     generator = load(model_dir, method="greedy")
     settings = generator.full_config.evaluate
     split = settings.split
@@ -237,6 +245,42 @@ def export(
     if format not in known:
         raise SeqsmithError(f"--format {format}: known formats are {', '.join([*known, 'marian'])}")
     return export_model(model_dir, out_dir, known[format], quantize, force)
+
+
+def _tuning() -> Any:
+    """seqsmith.tuning, imported on use: Optuna is an extra (``pip install 'seqsmith[tune]'``)."""
+    try:
+        from seqsmith.tuning import study, summary
+    except ModuleNotFoundError as error:
+        if error.name in ("optuna", "sqlalchemy"):
+            raise SeqsmithError("seqsmith tune needs Optuna: pip install 'seqsmith[tune]'") from None
+        raise
+    return study, summary
+
+
+def tune(
+    target: str | Path,
+    space: str | Path,
+    trials: int,
+    minutes: float | None = None,
+    study_dir: str | Path | None = None,
+    storage: str | None = None,
+    name: str | None = None,
+    show_progress: bool = True,
+    keep_checkpoints: bool = False,
+) -> Any:
+    """Search ``space`` (a YAML file of dotted keys) over ``target``: a config, each trial a training in
+    its own model directory, pruned from its dev curve; or a trained model's directory, each trial a
+    decoding of its dev set with other generation settings. The study is kept in ``storage`` (default:
+    SQLite in the study directory): run again to resume, or from several processes to share the work.
+    Returns the ``StudySummary`` (its table, best config and report page are in the study directory)."""
+    study, summary = _tuning()
+    opened = study.open_study(target, space, study_dir, storage, name, show_progress, keep_checkpoints)
+    try:
+        study.run_study(opened, trials, minutes)
+    finally:
+        written = summary.summarize(opened)
+    return written
 
 
 def run(config: Config, show_progress: bool = True) -> dict[str, Any]:

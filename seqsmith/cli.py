@@ -101,6 +101,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
     serve(args.model_dir, args.host, args.port, args.workers, args.api_key_file, **_options(args.options))
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    if args.trials < 1 or (args.minutes is not None and args.minutes <= 0):
+        raise SeqsmithError("--trials must be at least 1 and --minutes above 0")
+    written = api.tune(
+        args.target,
+        args.space,
+        args.trials,
+        args.minutes,
+        args.study_dir,
+        args.storage,
+        args.name,
+        keep_checkpoints=args.keep_checkpoints,
+    )
+    _print_json(asdict(written))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = args.metrics.split(",") if args.metrics else None
     if args.model_dir:
@@ -136,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("config", help="YAML config file")
         sub.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4 model.heads=8")
         sub.set_defaults(func=lambda a, f=func: f(api.load_config(a.config, a.overrides)))
+
+    tune = verbs.add_parser(
+        "tune",
+        help="search hyperparameters (a config) or generation settings (a model directory) with Optuna",
+    )
+    tune.add_argument("target", help="YAML config to train, or a trained model directory to decode with")
+    tune.add_argument("space", help="search space YAML: params over dotted config keys (docs/tuning.md)")
+    tune.add_argument("--trials", type=int, required=True, help="trials the study trains, over all workers")
+    tune.add_argument("--minutes", type=float, help="start no trial after this many minutes")
+    tune.add_argument("--study-dir", help="default: runs/tune/CONFIG-SPACE")
+    tune.add_argument("--storage", help="SQLAlchemy URL shared by workers (default: SQLite in the study dir)")
+    tune.add_argument("--name", help="the study's name in the database (default: the space file's stem)")
+    tune.add_argument("--keep-checkpoints", action="store_true", help="keep finished trials' checkpoints")
+    tune.set_defaults(func=cmd_tune)
 
     generate = verbs.add_parser("generate", help="generate outputs for inputs from a file or stdin")
     generate.add_argument("model_dir")

@@ -705,7 +705,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def describe_invalid(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     problems = error.errors()
     for item in problems[:_SHOWN]:
@@ -725,7 +725,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as error:
-        raise SeqsmithError(_describe(error, source)) from None
+        raise SeqsmithError(describe_invalid(error, source)) from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

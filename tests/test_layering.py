@@ -1,4 +1,4 @@
-"""Imports go down the floors: data <- models <- generation <- training <- api <- serving <- cli.
+"""Imports go down the floors: data <- models <- generation <- training <- tuning <- api <- serving <- cli.
 
 Every ``import`` in the package, module-level or inside a function, is read from the source; a room may
 import its own modules and rooms on lower floors only (evaluation sits beside data: metrics need neither
@@ -20,9 +20,10 @@ FLOORS = {
     "models": 2,
     "generation": 3,
     "training": 4,
-    "api": 5,  # api.py, demo.py
-    "serving": 6,
-    "cli": 7,  # the outermost face: `seqsmith serve` starts the server
+    "tuning": 5,  # runs trainings and decodings as trials of a study
+    "api": 6,  # api.py, demo.py
+    "serving": 7,
+    "cli": 8,  # the outermost face: `seqsmith serve` starts the server
 }
 BASE = {"config", "errors", "fileio", "specials", "allocator", "hardware", "__init__"}
 

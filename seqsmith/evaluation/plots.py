@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib import font_manager, rc_context
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_path
@@ -335,3 +336,73 @@ def plot_attention_heads(
     """A grid of heatmaps, one panel per head, for (heads, target, source) weights."""
     with _text_style():
         return _save(attention_heads_figure(weights, source_tokens, target_tokens, title), path)
+
+
+def study_figures(
+    rows: Sequence[dict[str, Any]], importances: dict[str, float], metric: str, lower_is_better: bool
+) -> dict[str, Figure]:
+    """A tuning study's pictures: the metric of every trial with the best so far, each trial's dev curve,
+    and the keys' importances (when there are enough trials to estimate them)."""
+    figures: dict[str, Figure] = {}
+    scored = [row for row in rows if row["state"] == "complete"]
+    if scored:
+        figure = Figure(figsize=(7, 4.2))
+        axes = figure.add_subplot()
+        axes.plot(
+            [r["trial"] for r in scored], [r["value"] for r in scored], "o", color="#4c72b0", label="complete"
+        )
+        pick = min if lower_is_better else max
+        best = [pick(r["value"] for r in scored[: i + 1]) for i in range(len(scored))]
+        axes.step([r["trial"] for r in scored], best, where="post", color="#c44e52", label="best so far")
+        pruned = [r for r in rows if r["state"] == "pruned" and r.get("curve")]
+        if pruned:
+            axes.plot(
+                [r["trial"] for r in pruned],
+                [r["curve"][-1][1] for r in pruned],
+                "x",
+                color="#8c8c8c",
+                label="pruned (last dev value)",
+            )
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("trial")
+        axes.set_ylabel(f"dev {metric}")
+        axes.set_title(f"Dev {metric} by trial")
+        axes.legend()
+        axes.grid(alpha=0.3)
+        figures["study_trials"] = figure
+    curves = [row for row in rows if row.get("curve")]
+    if curves:
+        figure = Figure(figsize=(7, 4.2))
+        axes = figure.add_subplot()
+        for row in curves:
+            steps, values = zip(*row["curve"])
+            style = "-" if row["state"] == "complete" else ":"
+            axes.plot(
+                steps, values, style, lw=1.0, label=f"trial {row['trial']}" if len(curves) <= 10 else None
+            )
+        axes.set_xlabel("training step")
+        axes.set_ylabel(f"dev {metric}")
+        axes.set_title("Dev curves (dotted: pruned or unfinished)")
+        if len(curves) <= 10:
+            axes.legend(fontsize=8)
+        axes.grid(alpha=0.3)
+        figures["study_curves"] = figure
+    if importances:
+        keys = list(importances)[::-1]
+        figure = Figure(figsize=(7, 0.5 * len(keys) + 1.5))
+        axes = figure.add_subplot()
+        axes.barh(keys, [importances[k] for k in keys], color="#55a868")
+        axes.set_xlabel("importance (PED-ANOVA)")
+        axes.set_title(f"What moved dev {metric}")
+        figures["study_importances"] = figure
+    return figures
+
+
+def plot_study(
+    rows: Sequence[dict[str, Any]], importances: dict[str, float], metric: str, lower: bool, out_dir: Path
+) -> list[Path]:
+    with _text_style():
+        return [
+            _save(figure, Path(out_dir) / f"{stem}.png")
+            for stem, figure in study_figures(rows, importances, metric, lower).items()
+        ]

@@ -267,3 +267,45 @@ href="#config">Configuration</a></nav>
     index = report_dir / "index.html"
     atomic_write_text(index, page)
     return index
+
+
+def write_study_report(
+    report_dir: Path,
+    title: str,
+    header: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    figures: Sequence[Path],
+    best_yaml: str | None,
+) -> Path:
+    """A tuning study's page in ``report_dir`` (where its pictures are): trials, pictures, the best config."""
+    table = "<table><tr>" + "".join(f"<th>{_e(cell)}</th>" for cell in header) + "</tr>"
+    table += "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in cells)
+    table += "</table>"
+    pictures = "".join(_figure(f.name, f.stem.removeprefix("study_").replace("_", " ")) for f in figures)
+    best = f"<pre>{_e(best_yaml)}</pre>" if best_yaml else '<p class="note">No trial has completed yet.</p>'
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    page = f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>seqsmith study: {_e(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<header><div class="wrap">
+<h1>Tuning study: {_e(title)}</h1>
+<p class="meta">{_e(Path(report_dir).resolve().parent)} &middot; written {_e(stamp)} by seqsmith</p>
+<nav><a href="#trials">Trials</a><a href="#pictures">Pictures</a><a href="#best">Best config</a></nav>
+</div></header>
+<main class="wrap">
+<section id="trials"><h2>Trials</h2>{table}</section>
+<section id="pictures"><h2>Pictures</h2><div class="grid">{pictures}</div></section>
+<section id="best"><h2>Best config</h2>{best}</section>
+</main>
+</body>
+</html>
+"""
+    index = report_dir / "index.html"
+    atomic_write_text(index, page)
+    return index

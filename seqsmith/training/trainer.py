@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -101,9 +101,19 @@ class _Window:
         return {key: value / self.counts[key] for key, value in self.sums.items()}
 
 
+class ValidationWatcher(Protocol):
+    """Told every dev validation of rank 0; a non-empty answer stops the training with that reason (a
+    tuning study prunes a trial from its curve this way)."""
+
+    def __call__(self, step: int, figures: dict[str, float]) -> str: ...
+
+
 class Trainer:
-    def __init__(self, config: Config, show_progress: bool = True) -> None:
+    def __init__(
+        self, config: Config, show_progress: bool = True, watcher: ValidationWatcher | None = None
+    ) -> None:
         self.config = config
+        self.watcher = watcher
         self.cfg = config.train
         self.data_dir = Path(config.data.output_dir)
         self.model_dir = Path(self.cfg.model_dir)
@@ -530,6 +540,8 @@ class Trainer:
                 ):
                     progress.lr_factor *= self.cfg.plateau_factor
                 early = self._early_stop_reason(progress)
+            if self.watcher is not None:
+                early = early or self.watcher(progress.step, validation)
         elif self.dev_split is None or not (self.model_dir / WEIGHTS).is_file():
             save_weights(model, self.model_dir / WEIGHTS)
         progress.elapsed = time.monotonic() - started
