@@ -20,7 +20,7 @@ from seqsmith import api
 from seqsmith.config import Config
 from seqsmith.errors import SeqsmithError
 from seqsmith.models.model_dir import read_config
-from seqsmith.tuning.space import load_space, suggest
+from seqsmith.tuning.space import check_space, load_space, suggest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -182,7 +182,8 @@ def tune_command(config: Path, space: Path, study_dir: Path, trials: int, *extra
     ]
 
 
-def test_a_killed_study_resumes_its_running_trial_from_its_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_a_stopped_study_resumes_its_running_trial_from_its_checkpoint(tmp_path: Path, stop: int) -> None:
     config, _ = write_config(tmp_path, max_steps=100, validate_every=50, checkpoint_every=10)
     space = write_space(
         tmp_path,
@@ -196,13 +197,15 @@ def test_a_killed_study_resumes_its_running_trial_from_its_checkpoint(tmp_path: 
     deadline = time.monotonic() + 240
     while not index.exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    child.send_signal(signal.SIGKILL)
+    child.send_signal(stop)
     child.wait()
-    assert child.returncode == -signal.SIGKILL, "the study finished before it could be killed"
+    # SIGKILL leaves the trial running in the database; SIGTERM is an interrupt that requeues it at once
+    assert child.returncode == (-stop if stop == signal.SIGKILL else 130), "the study ended before the signal"
     (done,) = [t for t in trials_of(study_dir) if t.state.name == "COMPLETE"]
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "requeued 1 trial(s) whose process stopped" in again.stdout
+    requeued = "requeued 1 trial(s) whose process stopped" in again.stdout
+    assert requeued == (stop == signal.SIGKILL)
     assert "resuming at step 10;" in again.stdout  # from the checkpoint the kill left
     trials = trials_of(study_dir)
     states = [t.state.name for t in trials]
@@ -304,3 +307,16 @@ def test_the_cli_refuses_absurd_counts(tmp_path: Path, capsys: pytest.CaptureFix
     errors = capsys.readouterr().err.splitlines()
     assert errors == ["seqsmith: error: --trials must be at least 1 and --minutes above 0"] * 2
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize(
+    ("config", "space"),
+    [
+        ("configs/multi30k_en_de_tiny.yaml", "configs/tune/multi30k_en_de.yaml"),
+        ("configs/multi30k_en_de_tiny.yaml", "configs/tune/generation.yaml"),
+    ],
+)
+def test_the_shipped_search_spaces_fit_their_configs(config: str, space: str) -> None:
+    raw = yaml.safe_load((REPO / config).read_text(encoding="utf-8"))
+    check_space(load_space(REPO / space), raw, api.load_config(REPO / config), space)
+    assert space in (REPO / "docs" / "tuning.md").read_text(encoding="utf-8")

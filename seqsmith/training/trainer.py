@@ -5,7 +5,8 @@ model class.
 Exact resume rests on three things: batches are a pure function of (seed, epoch), the learning rate is a
 pure function of the step, and each checkpoint stores every unit's optimizer, the RNG of every device, the
 objective's state and the data position. A training that reached its budget stays finished: running the
-same command again trains nothing.
+same command again trains nothing. A ``ValidationWatcher`` is told every dev validation and may stop the
+training (a tuning study prunes a trial so).
 
 Across processes, each takes every world-th batch; an update's micro-batches skip DDP's all-reduce but for
 the last (``no_sync``) and the loss is divided by the count of all processes together, so N processes make
