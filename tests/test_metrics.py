@@ -166,6 +166,15 @@ def test_cjk_tokenizer_equals_rouge_score_default_on_ascii(text: str) -> None:
     assert CJKTokenizer().tokenize(text) == rouge_tokenize.tokenize(text, None)
 
 
+def test_length_and_repeated_trigrams_hand_computed() -> None:
+    hyps = ["a b c a b c", "x y", "p q r s"]  # trigrams abc bca cab abc: 1 of 4 repeats; none; none
+    refs = [["a b", "x y z", "p"]]
+    scores = corpus_scores(hyps, refs, ["length", "rep3"], "none")
+    assert scores["length"]["score"] == pytest.approx(12 / 3)
+    assert scores["length"]["ratio"] == pytest.approx((12 / 3) / (6 / 3))
+    assert scores["rep3"]["score"] == pytest.approx(100 * (0.25 + 0.0) / 2)  # "x y" has no trigram
+
+
 def test_distinct_n_hand_computed() -> None:
     hyps = ["a b a b", "a c"]
     # unigrams a b a b a c: 3 unique of 6; bigrams ab ba ab ac: 3 unique of 4

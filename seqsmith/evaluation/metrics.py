@@ -37,6 +37,8 @@ CORPUS_METRICS = (
     "distinct1",
     "distinct2",
     "self_bleu",
+    "length",
+    "rep3",
 )
 SENTENCE_METRICS = ("bleu", "chrf", "chrf++", "ter", *ROUGE_METRICS)
 DEFAULT_SENTENCE_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
@@ -187,6 +189,25 @@ def distinct_n(hypotheses: Sequence[str], n: int, tokenize: str = "13a", lowerca
     return len(grams) / total if total else 0.0
 
 
+def mean_length(lines: Sequence[str], tokenize: str = "13a", lowercase: bool = False) -> float:
+    """Mean tokens a line, in BLEU's units (a summary's length beside its reference's)."""
+    split = bleu_tokens(tokenize, lowercase)
+    return sum(len(split(line)) for line in lines) / len(lines) if lines else 0.0
+
+
+def repeated_trigrams(hypotheses: Sequence[str], tokenize: str = "13a", lowercase: bool = False) -> float:
+    """Percent of a line's trigrams that repeat one earlier in the same line, averaged over the lines that
+    have a trigram (rep-3: the loops that copy models and sampled objectives fall into)."""
+    split = bleu_tokens(tokenize, lowercase)
+    shares = []
+    for line in hypotheses:
+        tokens = split(line)
+        grams = [tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)]
+        if grams:
+            shares.append(1 - len(set(grams)) / len(grams))
+    return 100 * sum(shares) / len(shares) if shares else 0.0
+
+
 def self_bleu(hypotheses: Sequence[str], tokenize: str = "13a", lowercase: bool = False) -> float:
     """Mean sentence BLEU of each hypothesis with all the others as references (Zhu et al., 2018).
 
@@ -269,6 +290,16 @@ def corpus_scores(
         elif name.startswith("distinct"):
             scores[name] = {"score": distinct_n(hyps, int(name[-1]), bleu_tokenize, lowercase)}
             scores[name]["signature"] = f"case:{case}|tok:{bleu_tokenize}"
+        elif name == "length":
+            own, theirs = (
+                mean_length(hyps, bleu_tokenize, lowercase),
+                mean_length(refs[0], bleu_tokenize, lowercase),
+            )
+            scores[name] = {"score": own, "ratio": own / theirs if theirs else 0.0}
+            scores[name]["signature"] = f"tokens a line|ratio: to the first references|tok:{bleu_tokenize}"
+        elif name == "rep3":
+            scores[name] = {"score": repeated_trigrams(hyps, bleu_tokenize, lowercase)}
+            scores[name]["signature"] = f"percent repeated trigrams a line|case:{case}|tok:{bleu_tokenize}"
         elif name == "self_bleu":
             scores[name] = {"score": self_bleu(hyps, bleu_tokenize, lowercase)}
             scores[name]["signature"] = f"case:{case}|eff:yes|tok:{bleu_tokenize}|smooth:exp|order:4|agg:mean"
