@@ -44,7 +44,10 @@ def _interactive(generator: api.Generator, options: dict[str, Any]) -> None:
         except EOFError:
             return
         if line.strip():
-            print(generator.generate([line], **options)[0])
+            try:
+                print(generator.generate([generator.parse_input(line, "input")], **options)[0])
+            except SeqsmithError as error:
+                print(f"seqsmith: error: {error}", file=sys.stderr)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -55,7 +58,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.input is None and sys.stdin.isatty():
         _interactive(generator, options)
         return
-    texts = list(_read_inputs(args.input))
+    where = args.input if args.input and args.input != "-" else "standard input"
+    texts = [
+        generator.parse_input(t, f"{where}:{n}") for n, t in enumerate(_read_inputs(args.input), start=1)
+    ]
     if args.output:
         check_writable(Path(args.output))
     results = generator.generate_full(texts, **options)

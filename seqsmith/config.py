@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from seqsmith.errors import SeqsmithError
-from seqsmith.specials import SEP, SPECIALS
+from seqsmith.specials import SEP, SPECIALS, TRIPLE_ROLES, field_marker
 
 _SHORT = reprlib.Repr()  # a wrong value as errors show it: short, however large the value
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxlevel = 80, 80, 4, 1
@@ -202,8 +202,24 @@ class TrainSource(Section):
         return self
 
 
+class FieldConfig(Section):
+    """One named input of a source made of several (``data.fields``): its text is opened by the token
+    ``<name>`` and cut to ``max_length`` tokens from one side."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # jsonl: the JSON key holding it
+    max_length: int | None = Field(None, ge=1)  # in tokens; None: only max_source_length bounds it
+    truncate_from: Literal["right", "left"] = "right"  # left keeps the end (the latest turns of a history)
+    required: bool = True  # an empty text is an error naming the field and the line; else the marker alone
+
+
+FIELD_SLOTS = 8  # the most fields a source may have (segment embeddings keep a row for each)
+GROUNDED_FIELDS = {"cmu_dog": ("history", "document"), "webnlg": ("triples",)}  # what those readers give
+
+
 class DataConfig(Section):
-    format: Literal["parallel", "tsv", "jsonl", "dialogue"] = "parallel"
+    # cmu_dog: CMU Document Grounded Conversations, a split is a directory of conversations (JSON) and
+    # data.documents the WikiData directory; webnlg: a split is a directory of WebNLG XML files
+    format: Literal["parallel", "tsv", "jsonl", "dialogue", "cmu_dog", "webnlg"] = "parallel"
     # parallel: prefixes, read as <prefix>.<source_suffix> and <prefix>.<target_suffix>;
     # tsv/jsonl/dialogue: file paths. Relative paths are resolved from the working directory.
     # train may also list several corpora, each with a weight or upsampling factor and a tag (TrainSource)
@@ -233,6 +249,39 @@ class DataConfig(Section):
     seed: int = 1  # of the augmentations
     # the source tokens in reverse order, in prepare and in generation (Sutskever et al. 2014)
     reverse_source: bool = False
+    # named inputs the source is made of, in this order (jsonl: keys of each row; cmu_dog: history,
+    # document; webnlg: triples); empty: one source text
+    fields: list[FieldConfig] = Field([], max_length=FIELD_SLOTS)
+    documents: str | None = None  # cmu_dog: the WikiData directory of the articles
+
+    @model_validator(mode="after")
+    def _fields_fit(self) -> DataConfig:
+        names = [f.name for f in self.fields]
+        if len(set(names)) < len(names):
+            raise ValueError(f"data.fields names a field twice: {names}")
+        given = GROUNDED_FIELDS.get(self.format)
+        if given is not None and not self.fields:
+            raise ValueError(
+                f"format {self.format} gives the fields {', '.join(given)}: list those the model reads "
+                "in data.fields"
+            )
+        if given is not None and (unknown := sorted(set(names) - set(given))):
+            raise ValueError(f"format {self.format} has no field {unknown[0]!r}; it gives {', '.join(given)}")
+        if self.fields and self.format not in ("jsonl", *GROUNDED_FIELDS):
+            raise ValueError(f"data.fields needs format jsonl, cmu_dog or webnlg, not {self.format}")
+        if self.fields and self.reverse_source:
+            raise ValueError("data.reverse_source would turn the fields' markers around: drop one of the two")
+        if self.fields and self.augment:
+            raise ValueError("data.augment transforms one source text; it does not take data.fields yet")
+        if self.format == "cmu_dog" and self.documents is None:
+            raise ValueError("format cmu_dog needs data.documents: the WikiData directory of the articles")
+        need = sum((f.max_length or 0) + 1 for f in self.fields)
+        if need > self.max_source_length:
+            raise ValueError(
+                f"data.fields take up to {need} tokens with their markers, over max_source_length="
+                f"{self.max_source_length}: raise it or lower the fields' max_length"
+            )
+        return self
 
     @field_validator("train")
     @classmethod
@@ -260,6 +309,8 @@ class DataConfig(Section):
         transforms = [t for a in self.augment for t in a.transforms]
         transforms += [t for source in self.train_sources for t in source.transforms]
         found += [t.token for t in transforms if isinstance(t, BlankTransform)]
+        found += [field_marker(f.name) for f in self.fields]
+        found += list(TRIPLE_ROLES) if self.format == "webnlg" else []
         return list(dict.fromkeys(found))
 
 
@@ -280,6 +331,8 @@ class TransformerConfig(Section):
     activation: Literal["relu", "gelu"] = "relu"
     init_encoder_from: str | None = None  # a local Marian directory whose encoder starts training
     init_encoder_embeddings: bool = False  # also its token embeddings (only with the same vocabulary ids)
+    # a learned vector per input field (data.fields) added to its tokens, BERT's segment embeddings
+    segment_embeddings: bool = False
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TransformerConfig:
@@ -671,6 +724,8 @@ class Config(Section):
                 "generate.whole_words reads source words in their order, which data.reverse_source turns "
                 "around: set one of them to false"
             )
+        if getattr(self.model, "segment_embeddings", False) and not self.data.fields:
+            raise ValueError("model.segment_embeddings tells the fields of data.fields apart: declare them")
         data, model = Path(self.data.output_dir).resolve(), Path(self.train.model_dir).resolve()
         if model == data or data in model.parents:
             raise ValueError(

@@ -14,8 +14,10 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Literal
 
-from seqsmith.config import DataConfig
+from seqsmith.config import GROUNDED_FIELDS, DataConfig, FieldConfig
 from seqsmith.data.augment import augment_text, seeded
+from seqsmith.data.fields import field_texts, joined
+from seqsmith.data.grounded import read_cmu_dog, read_webnlg
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text, iter_lines
 
@@ -91,9 +93,14 @@ def _string_field(row: dict[str, object], name: str, path: Path, number: int, ke
 
 
 def read_jsonl(
-    path: Path, source_field: str, target_field: str, reference_fields: list[str]
+    path: Path,
+    source_field: str,
+    target_field: str,
+    reference_fields: list[str],
+    fields: Sequence[FieldConfig] = (),
 ) -> Iterator[Example]:
-    """Rows without ``target_field`` but with ``reference_fields`` (e.g. DialogSum test) use the first one."""
+    """Rows without ``target_field`` but with ``reference_fields`` (e.g. DialogSum test) use the first one;
+    with ``fields``, the source is made of those keys of each row (``seqsmith.data.fields``)."""
     for number, text in read_lines(path):
         if not text.strip():
             yield Example("", "", [""], number)
@@ -111,12 +118,15 @@ def read_jsonl(
             ) from None
         if not isinstance(row, dict):
             raise SeqsmithError(f"{path}:{number}: a JSON {type(row).__name__}, expected an object {{...}}")
-        if source_field not in row:
+        if fields:
+            source = joined(field_texts(row, fields, f"{path}:{number}"), fields)
+        elif source_field not in row:
             raise SeqsmithError(
                 f"{path}:{number}: no field {source_field!r} (fields: {', '.join(row) or 'none'}); "
                 "set data.source_field to the field holding the input text"
             )
-        source = _string_field(row, source_field, path, number, "data.source_field")
+        else:
+            source = _string_field(row, source_field, path, number, "data.source_field")
         references = [
             _string_field(row, name, path, number, "data.reference_fields")
             for name in reference_fields
@@ -164,7 +174,13 @@ def split_files(config: DataConfig, split: Split) -> list[Path]:
 def check_files(config: DataConfig, split: Split) -> list[Path]:
     files = split_files(config, split)
     for path in files:
-        if not path.is_file():
+        if config.format in GROUNDED_FIELDS:
+            if not path.is_dir():
+                raise SeqsmithError(
+                    f"data.{split}: directory {path} not found; a {config.format} split is a directory "
+                    f"(working directory {Path.cwd()}): fix the path in the config"
+                )
+        elif not path.is_file():
             hint = (
                 f" (read as <prefix>.{config.source_suffix} and <prefix>.{config.target_suffix})"
                 if config.format == "parallel"
@@ -195,7 +211,7 @@ def read_split(config: DataConfig, split: Split, counts: ReadCounts | None = Non
         location = getattr(config, split)
         if location is None:
             raise SeqsmithError(f"data.{split} is not set; add the path of the {split} data to the config")
-        yield from _read_corpus(config, corpus_files(config, location), counts or ReadCounts())
+        yield from _read_corpus(config, corpus_files(config, location), counts or ReadCounts(), split)
         return
     for number in range(len(config.train_sources)):
         yield from read_train_corpus(config, number, counts)
@@ -224,14 +240,25 @@ def read_train_corpus(config: DataConfig, number: int, counts: ReadCounts | None
         yield replace(example, source=source, target=target)
 
 
-def _read_corpus(config: DataConfig, files: list[Path], counts: ReadCounts) -> Iterator[Example]:
+def _read_corpus(
+    config: DataConfig, files: list[Path], counts: ReadCounts, split: Split = "train"
+) -> Iterator[Example]:
     examples: Iterator[Example]
     if config.format == "parallel":
         examples = read_parallel(files[0], files[1])
     elif config.format == "tsv":
         examples = read_tsv(files[0], config.source_column, config.target_column)
     elif config.format == "jsonl":
-        examples = read_jsonl(files[0], config.source_field, config.target_field, config.reference_fields)
+        examples = read_jsonl(
+            files[0], config.source_field, config.target_field, config.reference_fields, config.fields
+        )
+    elif config.format == "cmu_dog":
+        documents = Path(config.documents or "")
+        rows = read_cmu_dog(files[0], documents, config.history, config.fields)
+        examples = (Example(*row, number) for number, row in enumerate(rows, start=1))
+    elif config.format == "webnlg":
+        rows = read_webnlg(files[0], config.fields, each_text=split == "train")
+        examples = (Example(*row, number) for number, row in enumerate(rows, start=1))
     else:
         examples = read_dialogue(files[0], config.history, config.turn_separator)
     for example in examples:
@@ -249,10 +276,10 @@ def write_split(
     atomically; returns the files. Dialogue files hold whole dialogues, which pairs cannot be written as."""
     if len(sources) != len(targets):
         raise SeqsmithError(f"{location}: {len(sources)} sources but {len(targets)} targets")
-    if config.format == "dialogue":
+    if config.format in ("dialogue", *GROUNDED_FIELDS) or config.fields:
         raise SeqsmithError(
-            "data.format dialogue reads whole dialogues, which source/target pairs cannot be written as; "
-            "use a config with data.format parallel, tsv or jsonl"
+            f"data.format {config.format} (or data.fields) reads more than source/target pairs, which pairs "
+            "cannot be written as; use a config with data.format parallel, tsv or jsonl and one source"
         )
     files = split_files(config.model_copy(update={"train": str(location)}), "train")
     if config.format == "parallel":

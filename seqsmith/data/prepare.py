@@ -32,7 +32,7 @@ from seqsmith.data.corpus import (
     read_train_corpus,
     split_files,
 )
-from seqsmith.data.tokenizer import Tokenizers, source_input, truncate
+from seqsmith.data.tokenizer import Tokenizers, source_input, truncate, within_fields
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text, fsync_path
 
@@ -108,7 +108,7 @@ def _train_examples(
 
 
 def _counted(examples: Iterator[Example], first_file: Path, progress: bool, label: str) -> Iterator[Example]:
-    total = _count_lines(first_file) if progress else None
+    total = _count_lines(first_file) if progress and first_file.is_file() else None  # a directory: unknown
     with tqdm(total=total, desc=label, unit=" lines", disable=not progress, leave=False) as bar:
         for example in examples:
             bar.update(example.line - bar.n)
@@ -175,6 +175,7 @@ class _Binarizer:
             seed = seeded(data.seed, "corpus", number, chunk_number).getrandbits(31)
             pairs = [(example.source, example.target) for example in chunk]
             sources, targets = _encode(self.tokenizers, pairs, self.oov_slots, alphas, seed)
+            sources = [within_fields(self.tokenizers, source, data) for source in sources]
             whole: list[Example] = []  # pairs within the limits: the only ones that get augmented copies
             for example, source, target in zip(chunk, sources, targets, strict=True):
                 if not self.fits(source, target) and self.train and data.overlong == "filter":

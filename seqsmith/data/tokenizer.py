@@ -36,9 +36,10 @@ from typing import ClassVar, Literal
 import sentencepiece as spm
 
 from seqsmith.config import DataConfig, TokenizerConfig
+from seqsmith.data.fields import cut_fields
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_bytes, atomic_write_text, check_inside, text_lines
-from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, SEP, SEP_ID, SPECIALS, UNK_ID
+from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, SEP, SEP_ID, SPECIALS, UNK_ID, field_marker
 
 HIDDEN = frozenset({PAD_ID, UNK_ID, BOS_ID, EOS_ID, SEP_ID})
 BYTE_SYMBOLS = [f"<0x{value:02X}>" for value in range(256)]
@@ -576,11 +577,18 @@ def truncate(ids: list[int], max_length: int, side: Literal["right", "left"] = "
     return ids[-max_length:] if side == "left" else ids[:max_length]
 
 
+def within_fields(tokenizers: Tokenizers, ids: list[int], data: DataConfig) -> list[int]:
+    """Source tokens with each field held to its own length (``data.fields``; none: unchanged)."""
+    if not data.fields:
+        return ids
+    return cut_fields(ids, {tokenizers.source.encode(field_marker(f.name))[0]: f for f in data.fields})
+
+
 def source_input(tokenizers: Tokenizers, ids: list[int], data: DataConfig) -> list[int]:
-    """Encoder input from source tokens, the same in binarization and generation: at most
-    ``max_source_length`` of them, reversed with ``reverse_source``, + EOS (or whatever a pretrained
-    model's tokenizer puts around them)."""
-    ids = truncate(ids, data.max_source_length, data.truncate_source_from)
+    """Encoder input from source tokens, the same in binarization and generation: each field within its
+    length (``data.fields``), at most ``max_source_length`` of them, reversed with ``reverse_source``, +
+    EOS (or whatever a pretrained model's tokenizer puts around them)."""
+    ids = truncate(within_fields(tokenizers, ids, data), data.max_source_length, data.truncate_source_from)
     return tokenizers.finish_source(ids[::-1] if data.reverse_source else ids)
 
 

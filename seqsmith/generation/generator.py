@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from seqsmith.allocator import keep_freed_memory
 from seqsmith.config import Config, GenerateConfig
 from seqsmith.data.binarize import BinarizedSplit
+from seqsmith.data.fields import field_texts, joined
 from seqsmith.data.tokenizer import Tokenizers, WordMarks, encode_source
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.engines import Engine, TorchEngine, open_engine
@@ -19,7 +21,9 @@ from seqsmith.generation.search import Hypothesis, search_all
 from seqsmith.generation.unknown import replace_unknown
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.model_dir import TOKENIZER, LoadedModel, read_config
-from seqsmith.specials import EOS_ID
+from seqsmith.specials import EOS_ID, field_marker
+
+Input = str | Mapping[str, str]  # one text, or the named fields of a model trained with data.fields
 
 
 @dataclass
@@ -185,10 +189,49 @@ class Generator:
         size = tokenizer.vocab_size
         return [tokenizer.piece(i) if i < size else oovs[i - size] for i in map(int, ids)]
 
-    def encode_texts(self, texts: Sequence[str]) -> list[Encoded]:
-        """Texts as the search reads them; the server encodes on arrival to size its batches."""
+    @property
+    def fields(self) -> list[str]:
+        """The named fields each input holds (``data.fields``); empty: one text an input."""
+        return [f.name for f in self.data_config.fields]
+
+    def source_text(self, item: Input, where: str = "input") -> str:
+        """One input as the source text the model reads: the text itself, or its fields joined (a text
+        for a model of several fields is taken as joined already when it holds every field's marker,
+        as prepared splits do)."""
+        fields = self.data_config.fields
+        if isinstance(item, Mapping):
+            if not fields:
+                raise SeqsmithError(
+                    f"{where}: this model reads one text an input (no data.fields), not an object"
+                )
+            return joined(field_texts(item, fields, where, strict=True), fields)
+        if fields and not all(field_marker(f.name) in item for f in fields):
+            names = ", ".join(f'"{name}": ...' for name in self.fields)
+            raise SeqsmithError(
+                f"{where}: this model reads the fields {', '.join(self.fields)}: give {{{names}}}"
+            )
+        return item
+
+    def parse_input(self, line: str, where: str) -> Input:
+        """An input line as given to the CLI: the text, or for a model of several fields a JSON object."""
+        if not self.fields:
+            return line
+        try:
+            item = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            item = None
+        if not isinstance(item, dict):
+            raise SeqsmithError(
+                f"{where}: not a JSON object; this model reads one a line, with the fields "
+                f"{', '.join(self.fields)}"
+            )
+        return item
+
+    def encode_texts(self, texts: Sequence[Input]) -> list[Encoded]:
+        """Inputs as the search reads them; the server encodes on arrival to size its batches."""
         encoded = []
-        for text in texts:
+        for number, item in enumerate(texts, start=1):
+            text = self.source_text(item, f"input {number}")
             oovs = self.source_oovs(text)
             encoded.append(Encoded(text, self.encode(text, oovs), oovs))
         return encoded
@@ -210,8 +253,8 @@ class Generator:
             for nbest, i in zip(results, inputs, strict=True)
         ]
 
-    def generate_full(self, texts: Sequence[str], **options: Any) -> list[list[Output]]:
+    def generate_full(self, texts: Sequence[Input], **options: Any) -> list[list[Output]]:
         return self.generate_encoded(self.encode_texts(texts), self.settings(**options))
 
-    def generate(self, texts: Sequence[str], **options: Any) -> list[str]:
+    def generate(self, texts: Sequence[Input], **options: Any) -> list[str]:
         return [nbest[0].text for nbest in self.generate_full(texts, **options)]

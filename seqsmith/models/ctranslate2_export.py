@@ -59,6 +59,10 @@ def transformer_model(loaded: LoadedModel, what: str) -> TransformerModel:
         )
     if getattr(model, "oov_slots", 0):
         raise SeqsmithError(f"{what} cannot express copying from the source (model.oov_slots)")
+    if model.config.segment_embeddings:
+        raise SeqsmithError(
+            f"{what} cannot express the fields' segment embeddings (model.segment_embeddings)"
+        )
     return model
 
 

@@ -48,6 +48,7 @@ def _unsupported(config: TransformerConfig) -> list[str]:
         ),
         (config.share_embeddings, "model.share_embeddings=false (Marian shares them: needs true)"),
         (config.tie_output, "model.tie_output=false (Marian ties the output projection: needs true)"),
+        (not config.segment_embeddings, "model.segment_embeddings=true (Marian has none: needs false)"),
     ]
     return [message for ok, message in needs if not ok]
 

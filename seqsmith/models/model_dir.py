@@ -18,6 +18,7 @@ from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_path, check_inside
 from seqsmith.models.build import build_model
 from seqsmith.models.interface import Seq2SeqModel
+from seqsmith.specials import field_marker
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -140,7 +141,10 @@ def build_from_config(config: Config, tokenizers: Tokenizers, model_dir: Path | 
             return hf.load_architecture(model_dir)
         return hf.load_hf(config.model.path)
     sizes = tokenizers.source.vocab_size, tokenizers.target.vocab_size
-    return build_model(config.model, *sizes, joint_vocabulary=tokenizers.joint)
+    model = build_model(config.model, *sizes, joint_vocabulary=tokenizers.joint)
+    if config.data.fields:
+        model.read_fields([tokenizers.source.encode(field_marker(f.name))[0] for f in config.data.fields])
+    return model
 
 
 def load_model_dir(directory: str | Path, weights: str | Path | None = None) -> LoadedModel:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqsmith.config import TransformerConfig
+from seqsmith.config import FIELD_SLOTS, TransformerConfig
 from seqsmith.models.dropout import Dropout, dropout
 from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel, check_positions, repeated
 from seqsmith.specials import PAD_ID
@@ -321,6 +321,8 @@ class _Positions(nn.Module):
 
 
 class TransformerModel(Seq2SeqModel):
+    field_markers: Tensor
+
     def __init__(self, config: TransformerConfig, source_vocab_size: int, target_vocab_size: int) -> None:
         super().__init__()
         self.config = config
@@ -344,6 +346,11 @@ class TransformerModel(Seq2SeqModel):
             self.output.weight = self.target_embedding.weight
         self.source_positions = _Positions(config)
         self.target_positions = _Positions(config)
+        if config.segment_embeddings:  # row 0: tokens before the first field (a corpus tag)
+            self.segment_embedding = nn.Embedding(FIELD_SLOTS + 1, d_model)
+            nn.init.normal_(self.segment_embedding.weight, std=d_model**-0.5)
+        # the ids that open each field, set from the tokenizer at every build (read_fields); -1: unused
+        self.register_buffer("field_markers", torch.full((FIELD_SLOTS,), -1), persistent=False)
         self.dropout = Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(_EncoderLayer(config) for _ in range(config.encoder_layers))
         self.decoder_layers = nn.ModuleList(_DecoderLayer(config) for _ in range(config.decoder_layers))
@@ -383,10 +390,22 @@ class TransformerModel(Seq2SeqModel):
         embeddings = " and its token embeddings" if self.config.init_encoder_embeddings else ""
         return [f"encoder{embeddings} from the Marian model {source}"]
 
+    def read_fields(self, markers: list[int]) -> None:
+        self.field_markers[: len(markers)] = torch.tensor(markers)
+
+    def segments(self, src: Tensor) -> Tensor:
+        """The field of each source token (1 = the first field, 0 = before any marker): the running
+        maximum of the marker slots, as fields come in their configured order."""
+        slots = torch.arange(1, FIELD_SLOTS + 1, device=src.device)
+        opened = ((src.unsqueeze(-1) == self.field_markers) * slots).amax(-1)
+        return opened.cummax(dim=1).values
+
     def encode(self, src: Tensor, src_mask: Tensor) -> TransformerMemory:
         batch, length = src.shape
         check_positions(self.config.max_positions, length, "a source")
         x = self.source_embedding(src) * self.embed_scale + self.source_positions.table[:length]
+        if self.config.segment_embeddings:
+            x = x + self.segment_embedding(self.segments(src))
         x = self.dropout(x)
         bias = padding_bias(src_mask, x.dtype)
         for layer in self.encoder_layers:

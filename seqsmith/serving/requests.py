@@ -20,7 +20,9 @@ class GenerateRequest(BaseModel):
     """The body of POST /generate."""
 
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(min_length=1, description="inputs, one text each")
+    texts: list[str | dict[str, str]] = Field(
+        min_length=1, description="inputs: one text each, or for a model of several fields an object of them"
+    )
     options: dict[str, Any] = Field({}, description="generation options (generate.* keys), within the caps")
     nbest: bool = Field(False, description="return every hypothesis with its score")
     attention: bool = Field(False, description="return tokens and cross-attention of each hypothesis")
@@ -61,13 +63,14 @@ def parse_request(body: bytes, limits: ServeConfig) -> GenerateRequest:
             f"texts: {len(request.texts)} texts; this server takes {limits.max_texts} a request "
             "(serve.max_texts): split the request",
         )
-    for position, text in enumerate(request.texts):
-        if not text.strip():
+    for position, item in enumerate(request.texts):
+        texts = [item] if isinstance(item, str) else list(item.values())
+        if not any(text.strip() for text in texts):
             raise ClientError(422, f"texts[{position}] is empty; send at least one non-space character")
-        if len(text) > limits.max_chars:
+        if (size := sum(len(text) for text in texts)) > limits.max_chars:
             raise ClientError(
                 422,
-                f"texts[{position}] has {len(text)} characters; this server takes {limits.max_chars} "
+                f"texts[{position}] has {size} characters; this server takes {limits.max_chars} "
                 "(serve.max_chars)",
             )
     return request

@@ -1,0 +1,75 @@
+"""Named input fields (``data.fields``): a source made of several texts, such as a dialogue's history and
+the document it is about, or knowledge-graph facts and a context.
+
+One mechanism carries them everywhere: the source text is each field's marker token (``<history>``) and
+its text, in the configured order, so tokenizers, binarized splits, token budgets, search, export and the
+server all see one sequence; ``cut_fields`` then holds each field to its own length on the ids, in
+binarization and in generation alike (``seqsmith.data.tokenizer.source_input``). Models that treat fields
+apart find them by their markers (segment embeddings of the Transformer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from seqsmith.config import FieldConfig
+from seqsmith.errors import SeqsmithError
+from seqsmith.specials import field_marker
+
+
+def field_texts(
+    row: Mapping[str, object], fields: Sequence[FieldConfig], where: str, strict: bool = False
+) -> dict[str, str]:
+    """The declared fields of one input, checked: each present, a string, not empty if required, free of
+    any field's marker; with ``strict`` (inputs to generate), no other key either."""
+    if strict and (unknown := sorted(set(row) - {f.name for f in fields})):
+        known = ", ".join(f.name for f in fields)
+        raise SeqsmithError(f"{where}: field {unknown[0]!r} is not one this model reads ({known})")
+    texts = {}
+    markers = [field_marker(f.name) for f in fields]
+    for config in fields:
+        if config.name not in row:
+            present = ", ".join(map(str, row)) or "none"
+            raise SeqsmithError(
+                f"{where}: no field {config.name!r} (has: {present}); every input needs each field of "
+                "data.fields"
+            )
+        text = row[config.name]
+        if not isinstance(text, str):
+            raise SeqsmithError(f"{where}: field {config.name!r} is {type(text).__name__}, not a string")
+        if config.required and not text.strip():
+            raise SeqsmithError(
+                f"{where}: field {config.name!r} is empty; give it text, or set required: false in "
+                "data.fields"
+            )
+        if found := [m for m in markers if m in text]:
+            raise SeqsmithError(
+                f"{where}: field {config.name!r} holds {found[0]!r}, the marker of a field; remove it "
+                "from the text"
+            )
+        texts[config.name] = text
+    return texts
+
+
+def joined(texts: Mapping[str, str], fields: Sequence[FieldConfig]) -> str:
+    """The one source text of several fields: each field's marker, then its text."""
+    return " ".join(f"{field_marker(f.name)} {texts[f.name].strip()}".rstrip() for f in fields)
+
+
+def cut_fields(ids: list[int], markers: Mapping[int, FieldConfig]) -> list[int]:
+    """Each field's tokens (those after its marker's id) cut to its ``max_length`` from its
+    ``truncate_from`` side; what comes before the first marker (a corpus tag) is kept."""
+    out: list[int] = []
+    run: list[int] = []
+    current: FieldConfig | None = None
+    for token in [*ids, -1]:  # -1: the end, which closes the last field
+        if token not in markers and token != -1:
+            run.append(token)
+            continue
+        if current is not None and current.max_length is not None and len(run) > current.max_length:
+            run = run[-current.max_length :] if current.truncate_from == "left" else run[: current.max_length]
+        out += run
+        run, current = [], markers.get(token)
+        if token != -1:
+            out.append(token)
+    return out

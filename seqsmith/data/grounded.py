@@ -1,0 +1,154 @@
+"""Readers of grounded data: inputs of several named fields (``seqsmith.data.fields``).
+
+- CMU Document Grounded Conversations (Zhou et al. 2018): a split is a directory of conversations, one
+  JSON file each; the articles are ``data.documents`` (WikiData). A speaker's consecutive messages make
+  one turn; each turn of a speaker who saw the document becomes an example: fields ``history`` (up to
+  ``data.history`` turns before it, joined by ``<sep>``) and ``document`` (the article section on screen
+  at that turn: section 0, the film's facts, as ``key: value`` sentences; 1-3, scene texts), the turn as
+  the target, as in the data set's paper.
+- WebNLG (Gardent et al. 2017): a split is a directory of XML files; each entry's ``modifiedtripleset``
+  becomes the field ``triples``, every triple as ``<S> subject <P> predicate <O> object`` (underscores
+  and camelCase as words, so that names can be copied), and each ``lex`` text a reference. Training
+  reads one example per text; dev and test one per entry with all its texts as references.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from seqsmith.config import FieldConfig
+from seqsmith.data.fields import field_texts, joined
+from seqsmith.errors import SeqsmithError
+from seqsmith.specials import SEP, TRIPLE_ROLES
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise SeqsmithError(f"{path}: not valid UTF-8 JSON ({str(error).splitlines()[0]})") from None
+
+
+def _section_text(section: Any) -> str:
+    """An article section as text: a scene is a string; the facts section, ``key: value.`` sentences."""
+    if isinstance(section, str):
+        return section
+    if not isinstance(section, dict):
+        return str(section)
+    parts = []
+    for key, value in section.items():
+        if isinstance(value, list):
+            value = "; ".join(map(str, value))
+        parts.append(f"{key.replace('_', ' ')}: {str(value).strip()}.")
+    return " ".join(parts)
+
+
+def read_documents(directory: Path) -> dict[int, list[str]]:
+    """The articles of CMU_DoG by ``wikiDocumentIdx``: the text of each of their sections."""
+    if not directory.is_dir():
+        raise SeqsmithError(
+            f"data.documents: directory {directory} not found; point it at CMU_DoG's WikiData"
+        )
+    articles = {}
+    for path in sorted(directory.glob("*.json")):
+        article = _json(path)
+        sections = sorted((int(k), v) for k, v in article.items() if k.isdigit())
+        articles[int(article["wikiDocumentIdx"])] = [_section_text(v) for _, v in sections]
+    if not articles:
+        raise SeqsmithError(f"data.documents: no article (*.json) in {directory}")
+    return articles
+
+
+def _turns(history: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """(speaker, text, section) a turn: a speaker's consecutive non-empty messages joined."""
+    turns: list[tuple[str, str, int]] = []
+    for message in history:
+        text = str(message.get("text", "")).strip()
+        if not text:
+            continue
+        if turns and turns[-1][0] == message["uid"]:
+            speaker, before, section = turns[-1]
+            turns[-1] = (speaker, f"{before} {text}", section)
+        else:
+            turns.append((message["uid"], text, int(message.get("docIdx", 0))))
+    return turns
+
+
+def read_cmu_dog(
+    directory: Path, documents: Path, history: int, fields: Sequence[FieldConfig]
+) -> Iterator[tuple[str, str, list[str]]]:
+    """(source, target, references) of every grounded turn of the conversations in ``directory``."""
+    articles = read_documents(documents)
+    paths = sorted(directory.glob("*.json"))
+    if not paths:
+        raise SeqsmithError(
+            f"{directory}: no conversation (*.json); a cmu_dog split is a Conversations/ directory"
+        )
+    for path in paths:
+        conversation = _json(path)
+        article = articles.get(int(conversation.get("wikiDocumentIdx", -1)))
+        if article is None:
+            raise SeqsmithError(
+                f"{path}: wikiDocumentIdx {conversation.get('wikiDocumentIdx')} is no article of {documents}"
+            )
+        saw = set(conversation.get("whoSawDoc", []))
+        turns = _turns(conversation.get("history", []))
+        for i in range(1, len(turns)):
+            speaker, response, section = turns[i]
+            if speaker not in saw:
+                continue
+            context = f" {SEP} ".join(text for _, text, _ in turns[max(0, i - history) : i])
+            row = {"history": context, "document": article[min(section, len(article) - 1)]}
+            source = joined(field_texts(row, fields, f"{path}: turn {i + 1}"), fields)
+            yield source, response, [response]
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _words(part: str) -> str:
+    """A triple's part as words: underscores and camelCase split, quotes dropped."""
+    return " ".join(_CAMEL.sub(" ", part.strip().strip('"').replace("_", " ")).split())
+
+
+def linearized(triples: Sequence[str], where: str) -> str:
+    """``subject | predicate | object`` triples as ``<S> subject <P> predicate <O> object ...``."""
+    parts = []
+    for triple in triples:
+        pieces = triple.split(" | ")
+        if len(pieces) != 3:
+            raise SeqsmithError(f"{where}: triple {triple!r} is not 'subject | predicate | object'")
+        parts.append(" ".join(f"{role} {_words(piece)}" for role, piece in zip(TRIPLE_ROLES, pieces)))
+    return " ".join(parts)
+
+
+def read_webnlg(
+    directory: Path, fields: Sequence[FieldConfig], each_text: bool
+) -> Iterator[tuple[str, str, list[str]]]:
+    """(source, target, references) of every entry of the XML files under ``directory``: one a text with
+    ``each_text`` (training), else one an entry with every text as a reference."""
+    paths = sorted(directory.rglob("*.xml"))
+    if not paths:
+        raise SeqsmithError(f"{directory}: no WebNLG file (*.xml); a webnlg split is e.g. webnlg/train")
+    for path in paths:
+        try:
+            root = ElementTree.parse(path).getroot()
+        except ElementTree.ParseError as error:
+            raise SeqsmithError(f"{path}: not valid XML ({error})") from None
+        for entry in root.iter("entry"):
+            where = f"{path}: entry {entry.get('eid')}"
+            triples = [t.text or "" for t in entry.iter("mtriple")]
+            texts = [(lex.findtext("text") or lex.text or "").strip() for lex in entry.iter("lex")]
+            texts = [text for text in texts if text]
+            if not triples or not texts:
+                continue
+            source = joined(field_texts({"triples": linearized(triples, where)}, fields, where), fields)
+            if each_text:
+                yield from ((source, text, [text]) for text in texts)
+            else:
+                yield source, texts[0], texts

@@ -1,0 +1,279 @@
+"""Named input fields: sources of several texts through prepare, models, search, the CLI and the server;
+the CMU_DoG and WebNLG readers; segment embeddings."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from seqsmith import api
+from seqsmith.cli import main
+from seqsmith.config import Config, config_from_dict
+from seqsmith.data.binarize import BinarizedSplit
+from seqsmith.data.corpus import read_split
+from seqsmith.data.tokenizer import Tokenizers
+from seqsmith.errors import SeqsmithError
+from seqsmith.models.model_dir import TOKENIZER
+from seqsmith.specials import EOS_ID, SEP
+
+WORDS = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa"]
+FIELDS = [
+    {"name": "context", "max_length": 4, "truncate_from": "left"},
+    {"name": "facts", "max_length": 5},
+]
+
+
+def write_rows(path: Path, count: int, seed: int) -> list[dict[str, str]]:
+    """Context and facts: the target is the facts' words in reverse, so the model must read the facts."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        context = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 7)))
+        facts = [rng.choice(WORDS) for _ in range(rng.randint(1, 7))]
+        rows.append({"context": context, "facts": " ".join(facts), "target": " ".join(reversed(facts[:5]))})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return rows
+
+
+def fields_config(tmp_path: Path, **model: Any) -> Config:
+    base = tiny_config(tmp_path, train={"max_steps": 150})
+    raw = base.model_dump(mode="json")
+    for split, count in (("train", 400), ("dev", 30), ("test", 30)):
+        write_rows(tmp_path / "corpus" / f"{split}.jsonl", count, seed=len(split))
+        raw["data"][split] = str(tmp_path / "corpus" / f"{split}.jsonl")
+    raw["data"].update({"format": "jsonl", "fields": FIELDS, "max_source_length": 16})
+    raw["model"].update(model)
+    return config_from_dict(raw, "fields test config")
+
+
+def test_each_field_is_cut_to_its_own_length_behind_its_marker(tmp_path: Path) -> None:
+    config = fields_config(tmp_path)
+    api.prepare(config, show_progress=False)
+    data = Path(config.data.output_dir)
+    tokenizers = Tokenizers.load(data / TOKENIZER)
+    encode = tokenizers.source.encode
+    split = BinarizedSplit(data, "dev")
+    rows = [json.loads(line) for line in (tmp_path / "corpus" / "dev.jsonl").read_text().splitlines()]
+    for index, row in enumerate(rows):  # each field encoded alone, cut by slicing: an independent route
+        expected = [
+            *encode("<context>"),
+            *encode(row["context"])[-4:],
+            *encode("<facts>"),
+            *encode(row["facts"])[:5],
+            EOS_ID,
+        ]
+        assert split.source(index).tolist() == expected
+
+
+def test_a_fields_model_generates_from_objects_by_api_cli_and_search(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = fields_config(tmp_path, segment_embeddings=True)
+    api.train(config, show_progress=False)
+    model_dir = Path(config.train.model_dir)
+    generator = api.load(model_dir)
+    assert generator.fields == ["context", "facts"]
+    inputs = [
+        {"context": "alpha beta", "facts": "gamma delta eps"},
+        {"context": "iota", "facts": "kappa zeta"},
+    ]
+    greedy = generator.generate(inputs)
+    joined = "<context> alpha beta <facts> gamma delta eps"
+    assert generator.generate([joined]) == greedy[:1]  # an object is its fields' joined text
+    assert generator.generate(inputs, method="beam", beam_size=1) == greedy
+    assert len(generator.generate_full(inputs, beam=4, nbest=4)[0]) == 4
+    scores = api.evaluate_model(model_dir, "test", ["bleu"])  # the prepared split's joined sources
+    assert 0 <= scores["bleu"]["score"] <= 100
+    lines = tmp_path / "inputs.jsonl"
+    lines.write_text("".join(json.dumps(i) + "\n" for i in inputs), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["generate", str(model_dir), "-i", str(lines)]) == 0
+    assert capsys.readouterr().out.splitlines() == greedy
+    # inputs the model cannot read: one line, naming the field and the place
+    bad = [
+        ({"context": "alpha"}, "input 1: no field 'facts' (has: context)"),
+        ({"context": "alpha", "facts": "beta", "topic": "x"}, "input 1: field 'topic' is not one this model"),
+        ({"context": "alpha", "facts": "  "}, "input 1: field 'facts' is empty"),
+        (
+            {"context": "alpha <facts> beta", "facts": "x"},
+            "input 1: field 'context' holds '<facts>', the marker",
+        ),
+        ("alpha beta", "input 1: this model reads the fields context, facts"),
+    ]
+    for item, message in bad:
+        with pytest.raises(SeqsmithError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+            generator.generate([item])
+    lines.write_text('{"context": "alpha", "facts": "beta"}\nnot json\n', encoding="utf-8")
+    assert main(["generate", str(model_dir), "-i", str(lines)]) == 2
+    assert f"{lines}:2: not a JSON object" in capsys.readouterr().err
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from seqsmith.serving.app import create_app
+
+    with TestClient(create_app(generator)) as client:
+        answer = client.post("/generate", json={"texts": inputs})
+        assert answer.status_code == 200
+        assert answer.json()["outputs"] == greedy
+        refused = client.post("/generate", json={"texts": [{"context": "alpha"}]})
+        assert refused.status_code == 400 and "no field 'facts'" in refused.json()["detail"]
+
+
+def test_segments_follow_the_markers(tmp_path: Path) -> None:
+    config = fields_config(tmp_path, segment_embeddings=True)
+    api.prepare(config, show_progress=False)
+    from seqsmith.models.model_dir import build_from_config
+
+    tokenizers = Tokenizers.load(Path(config.data.output_dir) / TOKENIZER)
+    model = build_from_config(config, tokenizers)
+    context, facts = tokenizers.source.encode("<context>")[0], tokenizers.source.encode("<facts>")[0]
+    word = tokenizers.source.encode("alpha")[0]
+    src = torch.tensor(
+        [[word, context, word, word, facts, word, EOS_ID], [context, word, facts, EOS_ID, 0, 0, 0]]
+    )
+    assert model.segments(src).tolist() == [[0, 1, 1, 1, 2, 2, 2], [1, 1, 2, 2, 2, 2, 2]]  # type: ignore[operator]
+    plain = tiny_config(tmp_path / "plain")
+    assert not hasattr(build_from_config(plain, tokenizers), "segment_embedding")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": "tsv"}, "data.fields needs format jsonl, cmu_dog or webnlg, not tsv"),
+        ({"fields": [FIELDS[0], FIELDS[0]]}, "data.fields names a field twice"),
+        (
+            {"max_source_length": 8},
+            "data.fields take up to 11 tokens with their markers, over max_source_length=8",
+        ),
+        ({"fields": [{"name": "Facts"}]}, "String should match pattern"),
+        ({"reverse_source": True}, "data.reverse_source would turn the fields' markers around"),
+    ],
+)
+def test_a_bad_fields_config_is_one_line(tmp_path: Path, change: dict[str, Any], message: str) -> None:
+    raw = fields_config(tmp_path).model_dump(mode="json")
+    raw["data"].update(change)
+    with pytest.raises(SeqsmithError, match=message.replace("(", r"\(")):
+        config_from_dict(raw, "test")
+
+
+def test_segment_embeddings_need_fields(tmp_path: Path) -> None:
+    raw = tiny_config(tmp_path).model_dump(mode="json")
+    raw["model"]["segment_embeddings"] = True
+    with pytest.raises(SeqsmithError, match="model.segment_embeddings tells the fields of data.fields apart"):
+        config_from_dict(raw, "test")
+
+
+def test_a_missing_field_in_the_data_names_the_line(tmp_path: Path) -> None:
+    config = fields_config(tmp_path)
+    path = Path(config.data.train if isinstance(config.data.train, str) else "")
+    lines = path.read_text().splitlines()
+    lines[6] = json.dumps({"context": "alpha", "target": "beta"})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SeqsmithError, match=rf"{path}:7: no field 'facts' \(has: context, target\)"):
+        list(read_split(config.data, "train"))
+
+
+def write_conversation(
+    directory: Path, name: str, saw: list[str], history: list[tuple[str, str, int]]
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    messages = [{"uid": uid, "text": text, "docIdx": section} for uid, text, section in history]
+    conversation = {"whoSawDoc": saw, "wikiDocumentIdx": 7, "history": messages}
+    (directory / f"{name}.json").write_text(json.dumps(conversation), encoding="utf-8")
+
+
+def test_cmu_dog_turns_of_the_speaker_who_saw_the_document(tmp_path: Path) -> None:
+    wiki = tmp_path / "WikiData"
+    wiki.mkdir()
+    article = {
+        "0": {"movieName": "Up", "cast": ["Carl", "Russell"]},
+        "1": "A house flies.",
+        "2": "A dog talks.",
+        "3": "They land.",
+        "wikiDocumentIdx": 7,
+    }
+    (wiki / "Up.json").write_text(json.dumps(article), encoding="utf-8")
+    talk = [
+        ("user1", "hi", 0),
+        ("user2", "hello", 0),
+        ("user2", "seen it?", 0),  # same speaker again: one turn with the message before
+        ("user1", "", 1),  # empty: dropped
+        ("user1", "the house flies", 1),
+        ("user2", "wow", 2),
+        ("user1", "and a dog talks", 2),
+    ]
+    write_conversation(tmp_path / "train", "c1", ["user1"], talk)
+    raw = tiny_config(tmp_path).model_dump(mode="json")
+    raw["data"].update(
+        {
+            "format": "cmu_dog",
+            "train": str(tmp_path / "train"),
+            "dev": None,
+            "test": None,
+            "documents": str(wiki),
+            "history": 2,
+            "fields": [{"name": "history"}, {"name": "document"}],
+        }
+    )
+    config = config_from_dict(raw, "cmu_dog test")
+    examples = list(read_split(config.data, "train"))
+    assert [e.target for e in examples] == [
+        "the house flies",
+        "and a dog talks",
+    ]  # user1's turns after the first
+    assert examples[0].source == f"<history> hi {SEP} hello seen it? <document> A house flies."
+    assert examples[1].source == f"<history> the house flies {SEP} wow <document> A dog talks."
+    raw["data"]["fields"] = [{"name": "document"}]
+    only_document = list(read_split(config_from_dict(raw, "test").data, "train"))
+    assert only_document[0].source == "<document> A house flies."
+    write_conversation(tmp_path / "facts", "c2", ["user2"], [("user1", "hi", 0), ("user2", "it is Up", 0)])
+    raw["data"]["train"] = str(tmp_path / "facts")
+    (facts,) = list(read_split(config_from_dict(raw, "test").data, "train"))
+    assert facts.source == "<document> movieName: Up. cast: Carl; Russell."
+
+
+WEBNLG = """<?xml version="1.0" ?>
+<benchmark><entries>
+<entry category="Airport" eid="Id1" size="2">
+<modifiedtripleset><mtriple>Aarhus_Airport | cityServed | "Aarhus, Denmark"</mtriple>
+<mtriple>Aarhus | country | Denmark</mtriple></modifiedtripleset>
+<lex comment="good" lid="Id1"><text>Aarhus Airport serves Aarhus, Denmark.</text></lex>
+<lex comment="good" lid="Id2"><text>Aarhus, in Denmark, has Aarhus Airport.</text></lex>
+</entry>
+</entries></benchmark>
+"""
+
+
+def test_webnlg_triples_linearized_with_roles_and_every_text_a_reference(tmp_path: Path) -> None:
+    for split in ("train", "test"):
+        (tmp_path / split / "2triples").mkdir(parents=True)
+        (tmp_path / split / "2triples" / "Airport.xml").write_text(WEBNLG, encoding="utf-8")
+    raw = tiny_config(tmp_path).model_dump(mode="json")
+    raw["data"].update(
+        {
+            "format": "webnlg",
+            "train": str(tmp_path / "train"),
+            "dev": None,
+            "test": str(tmp_path / "test"),
+            "fields": [{"name": "triples"}],
+        }
+    )
+    data = config_from_dict(raw, "webnlg test").data
+    source = (
+        "<triples> <S> Aarhus Airport <P> city Served <O> Aarhus, Denmark <S> Aarhus <P> country <O> Denmark"
+    )
+    train = list(read_split(data, "train"))
+    assert [(e.source, e.target) for e in train] == [
+        (source, "Aarhus Airport serves Aarhus, Denmark."),
+        (source, "Aarhus, in Denmark, has Aarhus Airport."),
+    ]
+    (test,) = list(read_split(data, "test"))
+    assert test.references == [t for _, t in [(e.source, e.target) for e in train]]
+    assert {"<S>", "<P>", "<O>", "<triples>"} <= set(data.symbols)
