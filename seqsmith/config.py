@@ -207,7 +207,8 @@ class FieldConfig(Section):
     ``<name>`` and cut to ``max_length`` tokens from one side."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # jsonl: the JSON key holding it
-    max_length: int | None = Field(None, ge=1)  # in tokens; None: only max_source_length bounds it
+    # in tokens; None: only max_source_length bounds it; 0: only the marker stays (a model without it)
+    max_length: int | None = Field(None, ge=0)
     truncate_from: Literal["right", "left"] = "right"  # left keeps the end (the latest turns of a history)
     required: bool = True  # an empty text is an error naming the field and the line; else the marker alone
 

@@ -72,12 +72,17 @@ def test_each_field_is_cut_to_its_own_length_behind_its_marker(tmp_path: Path) -
         assert split.source(index).tolist() == expected
 
 
-def test_a_fields_model_generates_from_objects_by_api_cli_and_search(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = fields_config(tmp_path, segment_embeddings=True)
+@pytest.fixture(scope="module")
+def fields_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = fields_config(tmp_path_factory.mktemp("fields"), segment_embeddings=True)
     api.train(config, show_progress=False)
-    model_dir = Path(config.train.model_dir)
+    return Path(config.train.model_dir)
+
+
+def test_a_fields_model_generates_from_objects_by_api_cli_and_search(
+    fields_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_dir = fields_model
     generator = api.load(model_dir)
     assert generator.fields == ["context", "facts"]
     inputs = [
@@ -124,6 +129,23 @@ def test_a_fields_model_generates_from_objects_by_api_cli_and_search(
         assert answer.json()["outputs"] == greedy
         refused = client.post("/generate", json={"texts": [{"context": "alpha"}]})
         assert refused.status_code == 400 and "no field 'facts'" in refused.json()["detail"]
+
+
+def test_onnx_runs_the_segment_embeddings_and_ctranslate2_refuses_them(
+    fields_model: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    inputs = [
+        {"context": "alpha beta", "facts": "gamma delta eps"},
+        {"context": "iota", "facts": "kappa zeta"},
+    ]
+    ours = api.load(fields_model).generate_full(inputs, beam=3)
+    theirs = api.load(api.export(fields_model, tmp_path / "onnx", "onnx")).generate_full(inputs, beam=3)
+    assert [o[0].tokens for o in theirs] == [o[0].tokens for o in ours]
+    assert [o[0].score for o in theirs] == pytest.approx([o[0].score for o in ours], abs=1e-4)
+    with pytest.raises(SeqsmithError, match=r"CTranslate2 cannot express segment embeddings"):
+        api.export(fields_model, tmp_path / "ct2", "ctranslate2")
+    assert not (tmp_path / "ct2").exists()
 
 
 def test_segments_follow_the_markers(tmp_path: Path) -> None:
@@ -277,3 +299,15 @@ def test_webnlg_triples_linearized_with_roles_and_every_text_a_reference(tmp_pat
     (test,) = list(read_split(data, "test"))
     assert test.references == [t for _, t in [(e.source, e.target) for e in train]]
     assert {"<S>", "<P>", "<O>", "<triples>"} <= set(data.symbols)
+
+
+def test_cut_fields_keeps_each_side_and_a_zero_length_field_keeps_its_marker() -> None:
+    from seqsmith.config import FieldConfig
+    from seqsmith.data.fields import cut_fields
+
+    markers = {
+        10: FieldConfig(name="a", max_length=2, truncate_from="left"),
+        11: FieldConfig(name="b", max_length=0, truncate_from="left"),
+        12: FieldConfig(name="c", max_length=2),
+    }
+    assert cut_fields([9, 10, 1, 2, 3, 11, 4, 5, 12, 6, 7, 8], markers) == [9, 10, 2, 3, 11, 12, 6, 7]

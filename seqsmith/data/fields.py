@@ -67,7 +67,8 @@ def cut_fields(ids: list[int], markers: Mapping[int, FieldConfig]) -> list[int]:
             run.append(token)
             continue
         if current is not None and current.max_length is not None and len(run) > current.max_length:
-            run = run[-current.max_length :] if current.truncate_from == "left" else run[: current.max_length]
+            keep = current.max_length
+            run = run[len(run) - keep :] if current.truncate_from == "left" else run[:keep]
         out += run
         run, current = [], markers.get(token)
         if token != -1:

@@ -59,14 +59,12 @@ def transformer_model(loaded: LoadedModel, what: str) -> TransformerModel:
         )
     if getattr(model, "oov_slots", 0):
         raise SeqsmithError(f"{what} cannot express copying from the source (model.oov_slots)")
-    if model.config.segment_embeddings:
-        raise SeqsmithError(
-            f"{what} cannot express the fields' segment embeddings (model.segment_embeddings)"
-        )
     return model
 
 
 def transformer_spec(model: TransformerModel) -> Any:
+    if model.config.segment_embeddings:
+        raise SeqsmithError("CTranslate2 cannot express segment embeddings (model.segment_embeddings)")
     ctranslate2 = import_extra("ctranslate2", "export")
     specs = ctranslate2.specs
     config = model.config

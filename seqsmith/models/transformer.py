@@ -394,11 +394,10 @@ class TransformerModel(Seq2SeqModel):
         self.field_markers[: len(markers)] = torch.tensor(markers)
 
     def segments(self, src: Tensor) -> Tensor:
-        """The field of each source token (1 = the first field, 0 = before any marker): the running
-        maximum of the marker slots, as fields come in their configured order."""
-        slots = torch.arange(1, FIELD_SLOTS + 1, device=src.device)
-        opened = ((src.unsqueeze(-1) == self.field_markers) * slots).amax(-1)
-        return opened.cummax(dim=1).values
+        """The field of each source token (1 = the first field, 0 = before any marker): the count of
+        markers so far, as each field's marker comes once, in order (``seqsmith.data.fields``)."""
+        opened = (src.unsqueeze(-1) == self.field_markers).any(-1)
+        return opened.long().cumsum(dim=1).clamp(max=FIELD_SLOTS)
 
     def encode(self, src: Tensor, src_mask: Tensor) -> TransformerMemory:
         batch, length = src.shape
