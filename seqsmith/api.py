@@ -168,7 +168,8 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
     shown = []
     for row, nbest in zip(rows, outputs):
         best = nbest[0]
-        src = torch.tensor([generator.encode(row["source"])])
+        ids = generator.encode(row["source"])  # what the model read: each field within its length
+        src = torch.tensor([ids])
         attention = None
         if model is not None:
             tgt_in = torch.tensor([[model.bos_id, *best.tokens]])
@@ -181,8 +182,9 @@ def report(model_dir: str | Path, examples: int | None = None) -> Path:
                 "reference": row["references"][0],
                 "hypothesis": best.text,
                 "attention": attention.tolist() if attention is not None else None,
-                "source_tokens": [*generator.tokenizers.source.pieces(row["source"]), "</s>"],
+                "source_tokens": generator.pieces(ids, generator.source_oovs(row["source"]), "source"),
                 "target_tokens": [*(generator.tokenizers.target.decode([t]) for t in best.tokens), "</s>"],
+                "fields": generator.fields,
             }
         )
     for note in missing:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from conftest import tiny_config
 
 from seqsmith import api
@@ -311,3 +313,63 @@ def test_cut_fields_keeps_each_side_and_a_zero_length_field_keeps_its_marker() -
         12: FieldConfig(name="c", max_length=2),
     }
     assert cut_fields([9, 10, 1, 2, 3, 11, 4, 5, 12, 6, 7, 8], markers) == [9, 10, 2, 3, 11, 12, 6, 7]
+
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@pytest.mark.may_skip
+def test_cmu_dog_valid_split_gives_every_grounded_turn() -> None:
+    if not (SHARED / "cmu_dog").is_dir():
+        pytest.skip("needs ../shared/data/cmu_dog")
+    config = api.load_config(Path(__file__).resolve().parent.parent / "configs" / "cmu_dog_concat.yaml")
+    data = config.data.model_copy(
+        update={
+            "dev": str(SHARED / "cmu_dog/Conversations/valid"),
+            "documents": str(SHARED / "cmu_dog/WikiData"),
+        }
+    )
+    examples = list(read_split(data, "dev"))
+    expected = 0  # counted here by its own loop over the files: turns after the first, of a speaker who saw
+    for path in sorted((SHARED / "cmu_dog/Conversations/valid").glob("*.json")):
+        conversation = json.loads(path.read_text(encoding="utf-8"))
+        speakers: list[str] = []
+        for message in conversation["history"]:
+            if message["text"].strip() and (not speakers or speakers[-1] != message["uid"]):
+                speakers.append(message["uid"])
+        expected += sum(s in conversation["whoSawDoc"] for s in speakers[1:])
+    assert len(examples) == expected > 3000
+    assert all(e.source.startswith("<history> ") and " <document> " in e.source for e in examples)
+
+
+@pytest.mark.may_skip
+def test_webnlg_gives_one_example_a_text_in_train_and_one_an_entry_in_test() -> None:
+    if not (SHARED / "webnlg").is_dir():
+        pytest.skip("needs ../shared/data/webnlg")
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "webnlg.yaml").read_text())
+    raw["data"].update({split: str(SHARED / "webnlg" / split) for split in ("train", "dev", "test")})
+    data = config_from_dict(raw, "webnlg").data
+    files = {split: sorted((SHARED / "webnlg" / split).rglob("*.xml")) for split in ("train", "test")}
+    texts = sum(len(re.findall(r"<lex\b", p.read_text(encoding="utf-8"))) for p in files["train"])
+    entries = sum(len(re.findall(r"<entry\b", p.read_text(encoding="utf-8"))) for p in files["test"])
+    train, test = list(read_split(data, "train")), list(read_split(data, "test"))
+    assert len(train) == texts == 18_102  # the counts the data's README gives
+    assert len(test) == entries == 1_862
+    assert sum(len(e.references) for e in test) == 4_928
+
+
+def test_the_report_shows_the_attention_over_each_field(fields_model: Path) -> None:
+    from seqsmith.evaluation.report import field_spans
+
+    tokens = ["<context>", "alpha", "beta", "<facts>", "gamma", "</s>"]
+    assert field_spans(tokens, ["context", "facts"]) == [("context", 0, 3), ("facts", 3, 6)]
+    assert field_spans(tokens, []) == []
+    page = api.report(fields_model, examples=2)
+    pictures = sorted(p.name for p in page.parent.glob("attention_*.png"))
+    assert pictures == [
+        "attention_1_context.png",
+        "attention_1_facts.png",
+        "attention_2_context.png",
+        "attention_2_facts.png",
+    ]
+    assert "over the field facts" in page.read_text(encoding="utf-8")

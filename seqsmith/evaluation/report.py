@@ -23,6 +23,7 @@ from seqsmith.evaluation.plots import (
     plot_training_curves,
 )
 from seqsmith.fileio import atomic_write_text
+from seqsmith.specials import field_marker
 
 _CURVE_CAPTIONS = {
     "loss_by_step": "Training and dev loss by step",
@@ -185,6 +186,14 @@ def _check_examples(examples: Sequence[dict[str, Any]]) -> None:
             raise SeqsmithError(f"example {index}: {error}") from None
 
 
+def field_spans(source_tokens: Sequence[str], fields: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(field, first column, end) of each input field's tokens, its marker included (none: one source)."""
+    starts = [(i, name) for name in fields for i, t in enumerate(source_tokens) if t == field_marker(name)]
+    starts.sort()
+    ends = [i for i, _ in starts[1:]] + [len(source_tokens)]
+    return [(name, start, end) for (start, name), end in zip(starts, ends)]
+
+
 def _example_html(index: int, example: dict[str, Any], report_dir: Path) -> str:
     rows = [("source", example["source"], "")]
     if example.get("reference") is not None:
@@ -199,13 +208,18 @@ def _example_html(index: int, example: dict[str, Any], report_dir: Path) -> str:
     if example.get("attention") is not None:
         source_tokens, target_tokens = example["source_tokens"], example["target_tokens"]
         weights = np.asarray(example["attention"], dtype=float)
-        title = f"Example {index}: attention"
-        path = report_dir / f"attention_{index}.png"
-        if weights.ndim == 3:
-            plot_attention_heads(weights, source_tokens, target_tokens, path, title)
-        else:
-            plot_attention(weights, source_tokens, target_tokens, path, title)
-        picture = _figure(path.name, "Attention of each target token (rows) over the source tokens (columns)")
+        spans = field_spans(source_tokens, example.get("fields", []))
+        for name, start, end in spans or [("", 0, len(source_tokens))]:
+            part = weights[..., start:end]
+            what = f" over the field {name}" if name else ""
+            path = report_dir / (f"attention_{index}_{name}.png" if name else f"attention_{index}.png")
+            title = f"Example {index}: attention{what}"
+            if part.ndim == 3:
+                plot_attention_heads(part, source_tokens[start:end], target_tokens, path, title)
+            else:
+                plot_attention(part, source_tokens[start:end], target_tokens, path, title)
+            caption = f"Attention of each target token (rows) over the source tokens{what} (columns)"
+            picture += _figure(path.name, caption)
     return (
         f'<div class="example" id="example-{index}"><h3>Example {index}</h3><dl>{items}</dl>{picture}</div>'
     )
@@ -223,7 +237,8 @@ def write_report(
     ``missing`` says what the page lacks and how to get it (shown at its top).
 
     ``examples`` are dicts with source, reference (a string or a list), hypothesis and optionally attention
-    ((target, source) or (heads, target, source) weights) with source_tokens and target_tokens.
+    ((target, source) or (heads, target, source) weights) with source_tokens and target_tokens, and
+    ``fields`` (the input fields' names: one picture of the attention over each field).
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
