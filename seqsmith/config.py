@@ -334,6 +334,10 @@ class TransformerConfig(Section):
     init_encoder_embeddings: bool = False  # also its token embeddings (only with the same vocabulary ids)
     # a learned vector per input field (data.fields) added to its tokens, BERT's segment embeddings
     segment_embeddings: bool = False
+    # an input field (data.fields) read by an encoder of its own, which the decoder attends to with a
+    # second cross-attention in every layer; the main encoder reads the other fields
+    knowledge_field: str | None = None
+    knowledge_layers: int = Field(2, ge=1)  # of that encoder
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TransformerConfig:
@@ -727,6 +731,12 @@ class Config(Section):
             )
         if getattr(self.model, "segment_embeddings", False) and not self.data.fields:
             raise ValueError("model.segment_embeddings tells the fields of data.fields apart: declare them")
+        knowledge = getattr(self.model, "knowledge_field", None)
+        names = [f.name for f in self.data.fields]
+        if knowledge is not None and (knowledge not in names or len(names) < 2):
+            raise ValueError(
+                f"model.knowledge_field {knowledge!r} must be one of two or more data.fields (has: {names})"
+            )
         data, model = Path(self.data.output_dir).resolve(), Path(self.train.model_dir).resolve()
         if model == data or data in model.parents:
             raise ValueError(

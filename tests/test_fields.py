@@ -373,3 +373,59 @@ def test_the_report_shows_the_attention_over_each_field(fields_model: Path) -> N
         "attention_2_facts.png",
     ]
     assert "over the field facts" in page.read_text(encoding="utf-8")
+
+
+def test_the_knowledge_encoder_reads_its_field_alone_and_the_decoder_reads_both(tmp_path: Path) -> None:
+    config = fields_config(tmp_path, knowledge_field="facts", knowledge_layers=1, dropout=0.0)
+    config.train.max_steps = 30
+    api.train(config, show_progress=False)
+    generator = api.load(config.train.model_dir)
+    model = generator.model
+    assert model is not None and hasattr(model, "knowledge_layers")
+    torch.manual_seed(0)
+
+    def ids(context: str, facts: str) -> torch.Tensor:
+        return torch.tensor([generator.encode(generator.source_text({"context": context, "facts": facts}))])
+
+    a, b, c = (
+        ids("alpha beta", "gamma delta"),
+        ids("alpha beta", "kappa iota"),
+        ids("zeta eta", "gamma delta"),
+    )
+    assert a.shape == b.shape == c.shape
+    memories = [model.encode(x, x != 0) for x in (a, b, c)]
+    facts_at = (model.segments(a) == 2)[0]  # type: ignore[operator]
+    main = [m.states[0, ~facts_at] for m in memories]
+    knowing = [m.knowledge_keys[0][0, :, facts_at] for m in memories]  # type: ignore[attr-defined]
+    assert torch.equal(main[0], main[1]) and not torch.equal(main[0], main[2])  # facts do not reach it
+    assert torch.equal(knowing[0], knowing[2]) and not torch.equal(knowing[0], knowing[1])  # nor context
+    tgt_in = torch.tensor([[2, *generator.encode("delta gamma")[:-1]]])
+    teacher = torch.log_softmax(model(a, a != 0, tgt_in), -1)
+    state, steps = None, []
+    memory = model.encode(a, a != 0)
+    for t in range(tgt_in.size(1)):  # step by step through the caches equals the teacher-forced pass
+        log_probs, state = model.decode_step(tgt_in[:, t], memory, state)
+        steps.append(log_probs)
+    assert torch.allclose(torch.stack(steps, 1), teacher, atol=1e-5)
+    other = torch.log_softmax(model(b, b != 0, tgt_in), -1)
+    assert not torch.allclose(other, teacher, atol=1e-3)  # the decoder reads the knowledge
+    inputs = [
+        {"context": "alpha beta", "facts": "gamma delta"},
+        {"context": "eta", "facts": "iota kappa zeta"},
+    ]
+    assert generator.generate(inputs, method="beam", beam_size=1) == generator.generate(inputs)
+    assert len(generator.generate_full(inputs, beam=3, nbest=3)[1]) == 3
+    assert len(generator.generate(inputs, method="sample", seed=1)) == 2
+    int8 = api.load(config.train.model_dir, quantize="int8").generate_full(inputs)  # both encoders quantized
+    floats = generator.generate_full(inputs)
+    assert [o[0].score for o in int8] == pytest.approx([o[0].score for o in floats], abs=0.2)
+    for fmt in ("onnx", "ctranslate2"):
+        with pytest.raises(SeqsmithError, match=r"cannot express a second encoder \(model.knowledge_field\)"):
+            api.export(config.train.model_dir, tmp_path / fmt, fmt)
+
+
+def test_the_knowledge_field_must_be_a_declared_field(tmp_path: Path) -> None:
+    raw = fields_config(tmp_path).model_dump(mode="json")
+    raw["model"]["knowledge_field"] = "document"
+    with pytest.raises(SeqsmithError, match=r"model.knowledge_field 'document' must be one of two or more"):
+        config_from_dict(raw, "test")

@@ -59,6 +59,8 @@ def transformer_model(loaded: LoadedModel, what: str) -> TransformerModel:
         )
     if getattr(model, "oov_slots", 0):
         raise SeqsmithError(f"{what} cannot express copying from the source (model.oov_slots)")
+    if model.config.knowledge_field is not None:
+        raise SeqsmithError(f"{what} cannot express a second encoder (model.knowledge_field)")
     return model
 
 

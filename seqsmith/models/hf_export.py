@@ -49,6 +49,7 @@ def _unsupported(config: TransformerConfig) -> list[str]:
         (config.share_embeddings, "model.share_embeddings=false (Marian shares them: needs true)"),
         (config.tie_output, "model.tie_output=false (Marian ties the output projection: needs true)"),
         (not config.segment_embeddings, "model.segment_embeddings=true (Marian has none: needs false)"),
+        (config.knowledge_field is None, "model.knowledge_field (Marian has one encoder: needs none)"),
     ]
     return [message for ok, message in needs if not ok]
 

@@ -139,9 +139,9 @@ class Seq2SeqModel(nn.Module, ABC):
         before a fresh training; returns one note per part for the log."""
         return []
 
-    def read_fields(self, markers: list[int]) -> None:
-        """The ids of the tokens that open each input field (``data.fields``), in their order; a model
-        that tells fields apart keeps them, the others read the fields as one text."""
+    def read_fields(self, markers: dict[str, int]) -> None:
+        """The id of the token that opens each input field (``data.fields``), by name, in their order; a
+        model that tells fields apart keeps them, the others read the fields as one text."""
 
     def auxiliary_loss(self) -> Tensor | None:
         """A loss the last ``forward`` adds to the cross-entropy, summed over target tokens (coverage);

@@ -143,7 +143,9 @@ def build_from_config(config: Config, tokenizers: Tokenizers, model_dir: Path | 
     sizes = tokenizers.source.vocab_size, tokenizers.target.vocab_size
     model = build_model(config.model, *sizes, joint_vocabulary=tokenizers.joint)
     if config.data.fields:
-        model.read_fields([tokenizers.source.encode(field_marker(f.name))[0] for f in config.data.fields])
+        model.read_fields(
+            {f.name: tokenizers.source.encode(field_marker(f.name))[0] for f in config.data.fields}
+        )
     return model
 
 

@@ -163,15 +163,28 @@ class _EncoderLayer(_Block):
 
 
 class _DecoderLayer(_Block):
+    """Self-attention, cross-attention over the source and, with ``model.knowledge_field``, a second
+    cross-attention over the knowledge encoder's states, then the feed-forward block."""
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__(config)
         self.self_attention = _SelfAttention(config.d_model, config.heads, config.attention_dropout)
         self.cross_attention = _CrossAttention(config.d_model, config.heads, config.attention_dropout)
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(config.d_model) for _ in range(3))
+        if config.knowledge_field is not None:
+            self.knowledge_attention = _CrossAttention(config.d_model, config.heads, config.attention_dropout)
+            self.norm_knowledge = nn.LayerNorm(config.d_model)
 
-    def forward(self, x: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
+    def forward(self, x: Tensor, memory: TransformerMemory, layer: int) -> Tensor:
         x = self._add(x, self.self_attention(self._in(x, self.norm1), None, True), self.norm1)
-        x = self._add(x, self.cross_attention(self._in(x, self.norm2), keys, values, bias), self.norm2)
+        keys, values = memory.cross_keys[layer], memory.cross_values[layer]
+        x = self._add(x, self.cross_attention(self._in(x, self.norm2), keys, values, memory.bias), self.norm2)
+        if memory.knowledge_bias is not None:
+            keys, values = memory.knowledge_keys[layer], memory.knowledge_values[layer]
+            attended = self.knowledge_attention(
+                self._in(x, self.norm_knowledge), keys, values, memory.knowledge_bias
+            )
+            x = self._add(x, attended, self.norm_knowledge)
         return self._add(x, self.ffn(self._in(x, self.norm3)), self.norm3)
 
     def step(
@@ -186,6 +199,15 @@ class _DecoderLayer(_Block):
             memory.group,
         )
         x = self._add(x, attended, self.norm2)
+        if memory.knowledge_bias is not None:
+            attended, _ = self.knowledge_attention.step(
+                self._in(x, self.norm_knowledge),
+                memory.knowledge_keys[layer],
+                memory.knowledge_values[layer],
+                memory.knowledge_bias,
+                memory.group,
+            )
+            x = self._add(x, attended, self.norm_knowledge)
         return self._add(x, self.ffn(self._in(x, self.norm3)), self.norm3), weights
 
 
@@ -250,13 +272,16 @@ class TransformerMemory(Memory):
     cross_values: list[Tensor]
     bias: Tensor  # (sentences, heads, 1, src_len) additive padding bias: 0 or -inf
     group: int = 1  # rows of states/mask (and of the decoder) per sentence
+    # model.knowledge_field: the knowledge encoder's keys and values per layer, and the bias that keeps
+    # the second cross-attention on the knowledge field's tokens (the first one leaves them out)
+    knowledge_keys: list[Tensor] = dataclasses.field(default_factory=list)
+    knowledge_values: list[Tensor] = dataclasses.field(default_factory=list)
+    knowledge_bias: Tensor | None = None
 
     def repeat_rows(self, times: int) -> TransformerMemory:
         rows = repeated(self.mask.size(0), times, self.mask.device)
         states, mask = self.states.index_select(0, rows), self.mask.index_select(0, rows)
-        return TransformerMemory(
-            states, mask, self.cross_keys, self.cross_values, self.bias, self.group * times
-        )
+        return dataclasses.replace(self, states=states, mask=mask, group=self.group * times)
 
     def select(self, indices: Tensor) -> TransformerMemory:
         group = self.group
@@ -276,9 +301,21 @@ class TransformerMemory(Memory):
         return self._shared(firsts // group, states, mask, group)
 
     def _shared(self, sentences: Tensor, states: Tensor, mask: Tensor, group: int) -> TransformerMemory:
-        keys = [k.index_select(0, sentences) for k in self.cross_keys]
-        values = [v.index_select(0, sentences) for v in self.cross_values]
-        return TransformerMemory(states, mask, keys, values, self.bias.index_select(0, sentences), group)
+        def pick(tensors: list[Tensor]) -> list[Tensor]:
+            return [t.index_select(0, sentences) for t in tensors]
+
+        knowledge = self.knowledge_bias
+        return TransformerMemory(
+            states,
+            mask,
+            pick(self.cross_keys),
+            pick(self.cross_values),
+            self.bias.index_select(0, sentences),
+            group,
+            pick(self.knowledge_keys),
+            pick(self.knowledge_values),
+            None if knowledge is None else knowledge.index_select(0, sentences),
+        )
 
 
 @dataclasses.dataclass
@@ -351,6 +388,12 @@ class TransformerModel(Seq2SeqModel):
             nn.init.normal_(self.segment_embedding.weight, std=d_model**-0.5)
         # the ids that open each field, set from the tokenizer at every build (read_fields); -1: unused
         self.register_buffer("field_markers", torch.full((FIELD_SLOTS,), -1), persistent=False)
+        self.knowledge_slot = 0  # the knowledge field's segment (read_fields)
+        if config.knowledge_field is not None:
+            self.knowledge_layers = nn.ModuleList(
+                _EncoderLayer(config) for _ in range(config.knowledge_layers)
+            )
+            self.knowledge_norm = nn.LayerNorm(d_model) if config.norm == "pre" else nn.Identity()
         self.dropout = Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(_EncoderLayer(config) for _ in range(config.encoder_layers))
         self.decoder_layers = nn.ModuleList(_DecoderLayer(config) for _ in range(config.decoder_layers))
@@ -358,7 +401,14 @@ class TransformerModel(Seq2SeqModel):
         self.encoder_norm = nn.LayerNorm(d_model) if pre else nn.Identity()
         self.decoder_norm = nn.LayerNorm(d_model) if pre else nn.Identity()
 
-    encoder_prefixes = ("encoder_layers.", "encoder_norm.", "source_positions.")
+    encoder_prefixes = (
+        "encoder_layers.",
+        "encoder_norm.",
+        "source_positions.",
+        "segment_embedding.",
+        "knowledge_layers.",
+        "knowledge_norm.",
+    )
 
     def shape(self) -> str:
         config = self.config
@@ -390,8 +440,10 @@ class TransformerModel(Seq2SeqModel):
         embeddings = " and its token embeddings" if self.config.init_encoder_embeddings else ""
         return [f"encoder{embeddings} from the Marian model {source}"]
 
-    def read_fields(self, markers: list[int]) -> None:
-        self.field_markers[: len(markers)] = torch.tensor(markers)
+    def read_fields(self, markers: dict[str, int]) -> None:
+        self.field_markers[: len(markers)] = torch.tensor(list(markers.values()))
+        if self.config.knowledge_field is not None:
+            self.knowledge_slot = list(markers).index(self.config.knowledge_field) + 1
 
     def segments(self, src: Tensor) -> Tensor:
         """The field of each source token (1 = the first field, 0 = before any marker): the count of
@@ -400,28 +452,49 @@ class TransformerModel(Seq2SeqModel):
         return opened.long().cumsum(dim=1).clamp(max=FIELD_SLOTS)
 
     def encode(self, src: Tensor, src_mask: Tensor) -> TransformerMemory:
-        batch, length = src.shape
+        length = src.size(1)
         check_positions(self.config.max_positions, length, "a source")
         x = self.source_embedding(src) * self.embed_scale + self.source_positions.table[:length]
+        segments = self.segments(src) if self.config.segment_embeddings or self.knowledge_slot else None
         if self.config.segment_embeddings:
-            x = x + self.segment_embedding(self.segments(src))
+            x = x + self.segment_embedding(segments)
         x = self.dropout(x)
-        bias = padding_bias(src_mask, x.dtype)
-        for layer in self.encoder_layers:
-            x = layer(x, bias)
-        states = self.encoder_norm(x)
+        main_mask, knowledge_mask = src_mask, None
+        if self.knowledge_slot:  # each encoder reads its own tokens; the marker keeps neither empty
+            knowledge_mask = src_mask & (segments == self.knowledge_slot)
+            main_mask = src_mask & ~knowledge_mask
+        states, bias = self._encoder(x, main_mask, self.encoder_layers, self.encoder_norm)
         crosses = [cast(_DecoderLayer, layer).cross_attention for layer in self.decoder_layers]
+        keys, values = self._keys_values(states, crosses)
+        memory = TransformerMemory(states, src_mask, keys, values, bias)
+        if knowledge_mask is not None:
+            knowing, memory.knowledge_bias = self._encoder(
+                x, knowledge_mask, self.knowledge_layers, self.knowledge_norm
+            )
+            crosses = [cast(_DecoderLayer, layer).knowledge_attention for layer in self.decoder_layers]
+            memory.knowledge_keys, memory.knowledge_values = self._keys_values(knowing, crosses)
+        return memory
+
+    def _encoder(
+        self, x: Tensor, mask: Tensor, layers: nn.ModuleList, norm: nn.Module
+    ) -> tuple[Tensor, Tensor]:
+        """States of ``layers`` over the tokens of ``mask``, and the cross-attention bias to them."""
+        bias = padding_bias(mask, x.dtype)
+        for layer in layers:
+            x = layer(x, bias)
+        batch, length = mask.shape
+        return norm(x), bias.expand(batch, self.config.heads, 1, length).contiguous()
+
+    def _keys_values(
+        self, states: Tensor, crosses: list[_CrossAttention]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Every decoder layer's cross-attention keys and values, (batch, heads, src_len, head_dim) each."""
+        batch, length, _ = states.shape
         heads, head_dim = self.config.heads, self.config.d_model // self.config.heads
         kv = torch.cat([cross.kv(states) for cross in crosses], dim=-1)  # also int8 (quantized) layers
         kv = kv.view(batch, length, len(crosses), 2, heads, head_dim)
         kv = kv.permute(2, 3, 0, 4, 1, 5).contiguous()  # (layers, 2, batch, heads, src_len, head_dim)
-        return TransformerMemory(
-            states,
-            src_mask,
-            list(kv[:, 0].unbind(0)),
-            list(kv[:, 1].unbind(0)),
-            bias.expand(batch, heads, 1, length).contiguous(),
-        )
+        return list(kv[:, 0].unbind(0)), list(kv[:, 1].unbind(0))
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
         memory = self.encode(src, src_mask)
@@ -429,8 +502,8 @@ class TransformerModel(Seq2SeqModel):
         check_positions(self.config.max_positions, length, "a target")
         x = self.target_embedding(tgt_in) * self.embed_scale + self.target_positions.table[:length]
         x = self.dropout(x)
-        for layer, keys, values in zip(self.decoder_layers, memory.cross_keys, memory.cross_values):
-            x = layer(x, keys, values, memory.bias)
+        for i, layer in enumerate(self.decoder_layers):
+            x = layer(x, memory, i)
         return self.output(self.decoder_norm(x))
 
     @torch.no_grad()
