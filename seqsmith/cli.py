@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--hyp")
     evaluate.add_argument("--ref", action="append")
     evaluate.add_argument(
-        "--metrics", help="comma-separated: bleu,chrf,ter,rouge,distinct,self_bleu,bleu1,bleu2,length,rep3"
+        "--metrics", help="comma-separated: bleu,chrf,ter,rouge,distinct,self_bleu,bleu1,bleu2,length,rep3,f1"
     )
     evaluate.add_argument("--tokenize", default="13a", help="sacrebleu tokenizer: 13a, intl, zh, char, none")
     evaluate.add_argument(

@@ -429,3 +429,19 @@ def test_the_knowledge_field_must_be_a_declared_field(tmp_path: Path) -> None:
     raw["model"]["knowledge_field"] = "document"
     with pytest.raises(SeqsmithError, match=r"model.knowledge_field 'document' must be one of two or more"):
         config_from_dict(raw, "test")
+
+
+def test_the_pointer_generator_copies_from_a_field(tmp_path: Path) -> None:
+    raw = fields_config(tmp_path).model_dump(mode="json")
+    raw["model"] = {"arch": "rnn", "embed_dim": 32, "hidden_dim": 32, "pointer_generator": True}
+    raw["train"].update({"max_steps": 200, "lr": 0.005})
+    config = config_from_dict(raw, "pointer fields")
+    api.train(config, show_progress=False)
+    generator = api.load(config.train.model_dir)
+    item = {"context": "alpha", "facts": "gamma delta"}
+    output = generator.generate_full([item], keep_attention=True)[0][0]
+    tokens = generator.pieces(generator.encode(generator.source_text(item)), [], "source")
+    facts = tokens.index("<facts>")
+    attention = torch.tensor(output.attention)  # (target, source): the copy distribution's weights
+    assert attention.shape[1] == len(tokens)
+    assert attention[:, facts + 1 :].sum() > attention[:, : facts + 1].sum()  # it reads the facts it reverses

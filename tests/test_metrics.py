@@ -175,6 +175,14 @@ def test_length_and_repeated_trigrams_hand_computed() -> None:
     assert scores["rep3"]["score"] == pytest.approx(100 * (0.25 + 0.0) / 2)  # "x y" has no trigram
 
 
+def test_unigram_f1_hand_computed() -> None:
+    hyps = ["The cat sat", "a a b"]
+    refs = [["the cat ran", "x"], ["zzz", "a b b"]]  # 1: 2 of 3 words each way; 2: best is the second set
+    # line 1: p = r = 2/3 -> 2/3; line 2 against "a b b": common a, b = 2; p = r = 2/3 -> 2/3
+    assert corpus_scores(hyps, refs, ["f1"], "none")["f1"]["score"] == pytest.approx(100 * 2 / 3)
+    assert corpus_scores(["q"], [["r"]], ["f1"], "none")["f1"]["score"] == 0.0
+
+
 def test_distinct_n_hand_computed() -> None:
     hyps = ["a b a b", "a c"]
     # unigrams a b a b a c: 3 unique of 6; bigrams ab ba ab ac: 3 unique of 4

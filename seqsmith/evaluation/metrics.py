@@ -39,6 +39,7 @@ CORPUS_METRICS = (
     "self_bleu",
     "length",
     "rep3",
+    "f1",
 )
 SENTENCE_METRICS = ("bleu", "chrf", "chrf++", "ter", *ROUGE_METRICS)
 DEFAULT_SENTENCE_METRICS = ("bleu", "chrf", "rouge1", "rouge2", "rougeL")
@@ -195,6 +196,26 @@ def mean_length(lines: Sequence[str], tokenize: str = "13a", lowercase: bool = F
     return sum(len(split(line)) for line in lines) / len(lines) if lines else 0.0
 
 
+def unigram_f1(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str]], tokenize: str = "13a"
+) -> float:
+    """Mean over lines of the best F1 of a line's words against one of its references (case-insensitive,
+    counting repeats), x100: how grounded-dialogue papers score a response's content."""
+    split = bleu_tokens(tokenize, True)
+    total = 0.0
+    for index, hypothesis in enumerate(hypotheses):
+        words = Counter(split(hypothesis))
+        best = 0.0
+        for reference_set in references:
+            theirs = Counter(split(reference_set[index]))
+            common = sum((words & theirs).values())
+            if common:
+                precision, recall = common / sum(words.values()), common / sum(theirs.values())
+                best = max(best, 2 * precision * recall / (precision + recall))
+        total += best
+    return 100 * total / len(hypotheses) if hypotheses else 0.0
+
+
 def repeated_trigrams(hypotheses: Sequence[str], tokenize: str = "13a", lowercase: bool = False) -> float:
     """Percent of a line's trigrams that repeat one earlier in the same line, averaged over the lines that
     have a trigram (rep-3: the loops that copy models and sampled objectives fall into)."""
@@ -297,6 +318,9 @@ def corpus_scores(
             )
             scores[name] = {"score": own, "ratio": own / theirs if theirs else 0.0}
             scores[name]["signature"] = f"tokens a line|ratio: to the first references|tok:{bleu_tokenize}"
+        elif name == "f1":
+            scores[name] = {"score": unigram_f1(hyps, refs, bleu_tokenize)}
+            scores[name]["signature"] = f"unigram F1|best reference|case:lc|tok:{bleu_tokenize}"
         elif name == "rep3":
             scores[name] = {"score": repeated_trigrams(hyps, bleu_tokenize, lowercase)}
             scores[name]["signature"] = f"percent repeated trigrams a line|case:{case}|tok:{bleu_tokenize}"
