@@ -78,8 +78,8 @@ def load(model_dir: str | Path, weights: str | Path | None = None, **options: An
     return Generator.from_pretrained(model_dir, weights, **options)
 
 
-def _split_rows(generator: Generator, split: str) -> list[dict[str, Any]]:
-    path = Path(generator.data_config.output_dir) / f"{split}.jsonl"
+def _split_rows(generator: Generator, split: str, data_dir: Path | None = None) -> list[dict[str, Any]]:
+    path = (data_dir or Path(generator.data_config.output_dir)) / f"{split}.jsonl"
     if not path.is_file():
         raise SeqsmithError(
             f"no prepared {split} set at {path}: set data.{split} in the config and run seqsmith prepare"
@@ -93,22 +93,30 @@ def evaluate_model(
     metrics: list[str] | None = None,
     weights: str | Path | None = None,
     out: Path | None = None,
+    data: str | Path | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Decode a prepared split, score it, and write the outputs to ``out``, by default
-    ``<model_dir>/eval/<split>`` (``eval/<split>-<weights file stem>`` when other weights are given);
-    ``options`` override the model's generation settings (``method="sample", top_p=0.9``)."""
+    ``<model_dir>/eval/<split>`` (``eval/<split>-<weights file stem>`` when other weights are given,
+    ``eval/<split>-<name>`` for the ``data`` directory ``runs/<name>/data``); ``data`` is another prepared
+    data directory with the model's tokenizer (``data.tokenizer.path``: another test set); ``options``
+    override the model's generation settings (``method="sample", top_p=0.9``)."""
     generator = load(model_dir, weights, **options)
     settings = generator.full_config.evaluate
     split = split or settings.split
-    rows = _split_rows(generator, split)
-    check_prepared_data(generator.full_config, Path(model_dir))
+    data_dir = Path(data or generator.data_config.output_dir)
+    rows = _split_rows(generator, split, data_dir)
+    config = generator.full_config
+    check_prepared_data(
+        config.model_copy(update={"data": config.data.model_copy(update={"output_dir": str(data_dir)})}),
+        Path(model_dir),
+    )
     hypotheses = generator.generate([row["source"] for row in rows])
     references = reference_sets([row["references"] for row in rows])
     names = metrics or settings.metrics
     scores = corpus_scores(hypotheses, references, names, settings.bleu_tokenize, settings.lowercase)
     if generator.model is not None:  # the CTranslate2 engine has no teacher-forced model to score with
-        loss = split_loss(generator.model, BinarizedSplit(generator.data_config.output_dir, split), 4096)
+        loss = split_loss(generator.model, BinarizedSplit(data_dir, split), 4096)
         scores["perplexity"] = {"score": perplexity_of(loss), "signature": "per target token, EOS included"}
     exact = sum(h in row["references"] for h, row in zip(hypotheses, rows)) / len(rows)
     scores["exact_match"] = {"score": 100 * exact, "signature": "percent of outputs equal to a reference"}
@@ -124,7 +132,10 @@ def evaluate_model(
     per_sentence = sentence_scores(
         hypotheses, references, sentence_metrics, settings.bleu_tokenize, settings.lowercase
     )
-    out_dir = out or Path(model_dir) / "eval" / (f"{split}-{Path(weights).stem}" if weights else split)
+    name = (
+        split + (f"-{Path(weights).stem}" if weights else "") + (f"-{data_dir.parent.name}" if data else "")
+    )
+    out_dir = out or Path(model_dir) / "eval" / name
     write_outputs(scores, per_sentence, out_dir)
     atomic_write_text(out_dir / "hypotheses.txt", "".join(h + "\n" for h in hypotheses))
     return scores

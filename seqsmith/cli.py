@@ -128,7 +128,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.model_dir:
         options = _options(args.options)
         out = Path(args.out) if args.out else None
-        _print_json(api.evaluate_model(args.model_dir, args.split, metrics, args.weights, out, **options))
+        scores = api.evaluate_model(
+            args.model_dir, args.split, metrics, args.weights, out, args.data, **options
+        )
+        _print_json(scores)
         return
     if not args.hyp or not args.ref:
         raise SeqsmithError("give a MODEL_DIR, or --hyp FILE and at least one --ref FILE")
@@ -191,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--split", choices=["dev", "test"])
     evaluate.add_argument("--weights", help="another weights file, e.g. model.averaged.safetensors")
+    evaluate.add_argument(
+        "--data", help="another prepared data directory with the model's tokenizer (data.tokenizer.path)"
+    )
     evaluate.add_argument("--hyp")
     evaluate.add_argument("--ref", action="append")
     evaluate.add_argument(

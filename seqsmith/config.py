@@ -78,6 +78,9 @@ class TokenizerConfig(Section):
     # a character (char, sentencepiece) or word (word) outside the vocabulary is spelled by its UTF-8 bytes,
     # 256 reserved ids, instead of <unk>: any text round-trips; false keeps the ids of older vocabularies
     byte_fallback: bool = True
+    # an existing tokenizer directory used as it is instead of training one (a prepared data directory's
+    # tokenizer/, or a model's): another test set for a trained model, comparable perplexities
+    path: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -254,6 +257,10 @@ class DataConfig(Section):
     # document; webnlg: triples); empty: one source text
     fields: list[FieldConfig] = Field([], max_length=FIELD_SLOTS)
     documents: str | None = None  # cmu_dog: the WikiData directory of the articles
+    # cmu_dog: each conversation gets another film's article (a seeded derangement): the ablation that
+    # shows whether a model reads the document
+    shuffle_documents: bool = False
+    categories: list[str] = []  # webnlg: only entries of these categories (e.g. the unseen ones of test)
 
     @model_validator(mode="after")
     def _fields_fit(self) -> DataConfig:
@@ -274,6 +281,12 @@ class DataConfig(Section):
             raise ValueError("data.reverse_source would turn the fields' markers around: drop one of the two")
         if self.fields and self.augment:
             raise ValueError("data.augment transforms one source text; it does not take data.fields yet")
+        if self.shuffle_documents and self.format != "cmu_dog":
+            raise ValueError(
+                "data.shuffle_documents pairs CMU_DoG conversations with other articles: format cmu_dog"
+            )
+        if self.categories and self.format != "webnlg":
+            raise ValueError("data.categories picks WebNLG entries by category: format webnlg")
         if self.format == "cmu_dog" and self.documents is None:
             raise ValueError("format cmu_dog needs data.documents: the WikiData directory of the articles")
         need = sum((f.max_length or 0) + 1 for f in self.fields)

@@ -261,6 +261,17 @@ def test_cmu_dog_turns_of_the_speaker_who_saw_the_document(tmp_path: Path) -> No
     raw["data"]["train"] = str(tmp_path / "facts")
     (facts,) = list(read_split(config_from_dict(raw, "test").data, "train"))
     assert facts.source == "<document> movieName: Up. cast: Carl; Russell."
+    other = {
+        "0": {"movieName": "Jaws"},
+        "1": "A shark.",
+        "2": "A boat.",
+        "3": "The end.",
+        "wikiDocumentIdx": 8,
+    }
+    (wiki / "Jaws.json").write_text(json.dumps(other), encoding="utf-8")
+    raw["data"]["shuffle_documents"] = True  # two articles: each conversation reads the other one
+    (wrong,) = list(read_split(config_from_dict(raw, "test").data, "train"))
+    assert wrong.source == "<document> movieName: Jaws." and wrong.target == facts.target
 
 
 WEBNLG = """<?xml version="1.0" ?>
@@ -300,6 +311,8 @@ def test_webnlg_triples_linearized_with_roles_and_every_text_a_reference(tmp_pat
     ]
     (test,) = list(read_split(data, "test"))
     assert test.references == [t for _, t in [(e.source, e.target) for e in train]]
+    raw["data"]["categories"] = ["Food"]
+    assert list(read_split(config_from_dict(raw, "food").data, "test")) == []  # no entry of that category
     assert {"<S>", "<P>", "<O>", "<triples>"} <= set(data.symbols)
 
 
@@ -445,3 +458,41 @@ def test_the_pointer_generator_copies_from_a_field(tmp_path: Path) -> None:
     attention = torch.tensor(output.attention)  # (target, source): the copy distribution's weights
     assert attention.shape[1] == len(tokens)
     assert attention[:, facts + 1 :].sum() > attention[:, : facts + 1].sum()  # it reads the facts it reverses
+
+
+def test_a_model_scores_another_test_set_prepared_with_its_tokenizer(
+    fields_model: Path, tmp_path: Path
+) -> None:
+    config = api.load(fields_model).full_config
+    raw = config.model_dump(mode="json")
+    rows = write_rows(tmp_path / "other" / "test.jsonl", 20, seed=99)
+    raw["data"].update(
+        {
+            "test": str(tmp_path / "other" / "test.jsonl"),
+            "output_dir": str(tmp_path / "runs" / "other" / "data"),
+            "tokenizer": {**raw["data"]["tokenizer"], "path": str(fields_model / TOKENIZER)},
+        }
+    )
+    raw["train"]["model_dir"] = str(tmp_path / "unused")
+    other = config_from_dict(raw, "other test set")
+    api.prepare(other, show_progress=False)
+    data_dir = Path(other.data.output_dir)
+    scores = api.evaluate_model(fields_model, "test", ["bleu"], data=data_dir)
+    hypotheses = (fields_model / "eval" / "test-other" / "hypotheses.txt").read_text().splitlines()
+    inputs = [{"context": row["context"], "facts": row["facts"]} for row in rows]
+    assert hypotheses == api.load(fields_model).generate(inputs)  # the other set's inputs, decoded
+    assert scores["bleu"]["score"] != api.evaluate_model(fields_model, "test", ["bleu"])["bleu"]["score"]
+    raw["data"]["tokenizer"] = {"kind": "char", "joint": True, "byte_fallback": False}
+    raw["data"]["output_dir"] = str(tmp_path / "runs" / "char" / "data")
+    api.prepare(config_from_dict(raw, "char"), show_progress=False)
+    with pytest.raises(SeqsmithError, match="was prepared with another vocabulary than the model"):
+        api.evaluate_model(fields_model, "test", ["bleu"], data=tmp_path / "runs" / "char" / "data")
+
+
+def test_deranged_moves_every_key_and_repeats_with_its_seed() -> None:
+    from seqsmith.data.grounded import deranged
+
+    keys = list(range(30))
+    moved = deranged(keys, 4)
+    assert sorted(moved.values()) == keys and all(moved[k] != k for k in keys)
+    assert moved == deranged(keys, 4) != deranged(keys, 5)

@@ -254,10 +254,11 @@ def _read_corpus(
         )
     elif config.format == "cmu_dog":
         documents = Path(config.documents or "")
-        rows = read_cmu_dog(files[0], documents, config.history, config.fields)
+        shuffle = config.seed if config.shuffle_documents else None
+        rows = read_cmu_dog(files[0], documents, config.history, config.fields, shuffle)
         examples = (Example(*row, number) for number, row in enumerate(rows, start=1))
     elif config.format == "webnlg":
-        rows = read_webnlg(files[0], config.fields, each_text=split == "train")
+        rows = read_webnlg(files[0], config.fields, split == "train", config.categories)
         examples = (Example(*row, number) for number, row in enumerate(rows, start=1))
     else:
         examples = read_dialogue(files[0], config.history, config.turn_separator)

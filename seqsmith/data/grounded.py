@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator, Sequence
@@ -79,11 +80,32 @@ def _turns(history: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
     return turns
 
 
+def deranged(keys: Sequence[int], seed: int) -> dict[int, int]:
+    """Each key mapped to another one (a seeded random derangement: no key keeps its own)."""
+    rng = random.Random(seed)
+    order = sorted(keys)
+    while True:
+        shuffled = order[:]
+        rng.shuffle(shuffled)
+        if all(a != b for a, b in zip(order, shuffled)):
+            return dict(zip(order, shuffled))
+
+
 def read_cmu_dog(
-    directory: Path, documents: Path, history: int, fields: Sequence[FieldConfig]
+    directory: Path,
+    documents: Path,
+    history: int,
+    fields: Sequence[FieldConfig],
+    shuffle_seed: int | None = None,
 ) -> Iterator[tuple[str, str, list[str]]]:
-    """(source, target, references) of every grounded turn of the conversations in ``directory``."""
+    """(source, target, references) of every grounded turn of the conversations in ``directory``; with
+    ``shuffle_seed``, each conversation reads the article of another film (``deranged``)."""
     articles = read_documents(documents)
+    if shuffle_seed is not None:
+        if len(articles) < 2:
+            raise SeqsmithError(f"data.shuffle_documents needs two articles or more in {documents}")
+        other = deranged(list(articles), shuffle_seed)
+        articles = {key: articles[other[key]] for key in articles}
     paths = sorted(directory.glob("*.json"))
     if not paths:
         raise SeqsmithError(
@@ -128,10 +150,11 @@ def linearized(triples: Sequence[str], where: str) -> str:
 
 
 def read_webnlg(
-    directory: Path, fields: Sequence[FieldConfig], each_text: bool
+    directory: Path, fields: Sequence[FieldConfig], each_text: bool, categories: Sequence[str] = ()
 ) -> Iterator[tuple[str, str, list[str]]]:
-    """(source, target, references) of every entry of the XML files under ``directory``: one a text with
-    ``each_text`` (training), else one an entry with every text as a reference."""
+    """(source, target, references) of every entry of the XML files under ``directory`` (of
+    ``categories`` only, if given): one a text with ``each_text`` (training), else one an entry with
+    every text as a reference."""
     paths = sorted(directory.rglob("*.xml"))
     if not paths:
         raise SeqsmithError(f"{directory}: no WebNLG file (*.xml); a webnlg split is e.g. webnlg/train")
@@ -141,6 +164,8 @@ def read_webnlg(
         except ElementTree.ParseError as error:
             raise SeqsmithError(f"{path}: not valid XML ({error})") from None
         for entry in root.iter("entry"):
+            if categories and entry.get("category") not in categories:
+                continue
             where = f"{path}: entry {entry.get('eid')}"
             triples = [t.text or "" for t in entry.iter("mtriple")]
             texts = [(lex.findtext("text") or lex.text or "").strip() for lex in entry.iter("lex")]

@@ -293,26 +293,39 @@ def prepare(config: Config, progress: bool = True) -> PrepareReport:
 
 
 def _tokenizers(config: Config, progress: bool) -> Tokenizers:
-    """A pretrained model's own tokenizer, or one trained on the training data."""
+    """A pretrained model's own tokenizer, an existing one (``data.tokenizer.path``), or one trained on the
+    training data."""
     data = config.data
     if isinstance(config.model, PretrainedConfig):
         from seqsmith.data.hf_tokenizer import HFTokenizers  # needs transformers: pretrained models only
 
-        tokenizers: Tokenizers = HFTokenizers.load(Path(config.model.path))
-        for symbol in data.symbols:
-            if len(ids := tokenizers.source.encode(symbol)) != 1 or ids[0] == tokenizers.source.unk_id:
-                raise SeqsmithError(
-                    f"{symbol!r} (a tag or blank token of data) is not one piece of the pretrained tokenizer "
-                    f"of {config.model.path} (it encodes as {tokenizers.source.pieces(symbol)}); pick a "
-                    "token that vocabulary holds whole"
-                )
-        return tokenizers
+        return _holding_symbols(HFTokenizers.load(Path(config.model.path)), data, f"of {config.model.path}")
+    if data.tokenizer.path is not None:
+        path = Path(data.tokenizer.path)
+        if not (path / "tokenizer.json").is_file():
+            raise SeqsmithError(
+                f"data.tokenizer.path: {path} holds no tokenizer (tokenizer.json); give the tokenizer/ "
+                "directory of a prepared data directory or of a model"
+            )
+        return _holding_symbols(Tokenizers.load(path), data, f"in {path}")
     return Tokenizers.train(
         data.tokenizer,
         (example.source for example in _examples(data, "train", progress, "tokenizer: read sources")),
         (example.target for example in _examples(data, "train", progress, "tokenizer: read targets")),
         data.symbols,
     )
+
+
+def _holding_symbols(tokenizers: Tokenizers, data: DataConfig, where: str) -> Tokenizers:
+    """A tokenizer made elsewhere, if it holds every symbol the data needs (tags, blanks, field markers)."""
+    for symbol in data.symbols:
+        if len(ids := tokenizers.source.encode(symbol)) != 1 or ids[0] == tokenizers.source.unk_id:
+            raise SeqsmithError(
+                f"{symbol!r} (a tag, blank token or field marker of data) is not one piece of the tokenizer "
+                f"{where} (it encodes as {tokenizers.source.pieces(symbol)}); pick a token that vocabulary "
+                "holds whole"
+            )
+    return tokenizers
 
 
 def _prepare_into(directory: Path, config: Config, splits: list[Split], progress: bool) -> PrepareReport:
