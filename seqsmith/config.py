@@ -210,6 +210,9 @@ class FieldConfig(Section):
     ``<name>`` and cut to ``max_length`` tokens from one side."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # jsonl: the JSON key holding it
+    # triples: a list of knowledge-graph facts, each "subject | predicate | object" or [s, p, o], read as
+    # <S> subject <P> predicate <O> object ...
+    kind: Literal["text", "triples"] = "text"
     # in tokens; None: only max_source_length bounds it; 0: only the marker stays (a model without it)
     max_length: int | None = Field(None, ge=0)
     truncate_from: Literal["right", "left"] = "right"  # left keeps the end (the latest turns of a history)
@@ -287,6 +290,8 @@ class DataConfig(Section):
             )
         if self.categories and self.format != "webnlg":
             raise ValueError("data.categories picks WebNLG entries by category: format webnlg")
+        if self.format == "webnlg" and any(f.kind != "triples" for f in self.fields):
+            raise ValueError("format webnlg reads facts: give its field kind: triples")
         if self.format == "cmu_dog" and self.documents is None:
             raise ValueError("format cmu_dog needs data.documents: the WikiData directory of the articles")
         need = sum((f.max_length or 0) + 1 for f in self.fields)
@@ -324,7 +329,7 @@ class DataConfig(Section):
         transforms += [t for source in self.train_sources for t in source.transforms]
         found += [t.token for t in transforms if isinstance(t, BlankTransform)]
         found += [field_marker(f.name) for f in self.fields]
-        found += list(TRIPLE_ROLES) if self.format == "webnlg" else []
+        found += list(TRIPLE_ROLES) if any(f.kind == "triples" for f in self.fields) else []
         return list(dict.fromkeys(found))
 
 

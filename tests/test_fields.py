@@ -297,12 +297,12 @@ def test_webnlg_triples_linearized_with_roles_and_every_text_a_reference(tmp_pat
             "train": str(tmp_path / "train"),
             "dev": None,
             "test": str(tmp_path / "test"),
-            "fields": [{"name": "triples"}],
+            "fields": [{"name": "triples", "kind": "triples"}],
         }
     )
     data = config_from_dict(raw, "webnlg test").data
     source = (
-        "<triples> <S> Aarhus Airport <P> city Served <O> Aarhus, Denmark <S> Aarhus <P> country <O> Denmark"
+        "<triples> <S> Aarhus Airport <P> city served <O> Aarhus, Denmark <S> Aarhus <P> country <O> Denmark"
     )
     train = list(read_split(data, "train"))
     assert [(e.source, e.target) for e in train] == [
@@ -311,6 +311,10 @@ def test_webnlg_triples_linearized_with_roles_and_every_text_a_reference(tmp_pat
     ]
     (test,) = list(read_split(data, "test"))
     assert test.references == [t for _, t in [(e.source, e.target) for e in train]]
+    raw["data"]["fields"] = [{"name": "triples"}]
+    with pytest.raises(SeqsmithError, match="format webnlg reads facts: give its field kind: triples"):
+        config_from_dict(raw, "text field")
+    raw["data"]["fields"] = [{"name": "triples", "kind": "triples"}]
     raw["data"]["categories"] = ["Food"]
     assert list(read_split(config_from_dict(raw, "food").data, "test")) == []  # no entry of that category
     assert {"<S>", "<P>", "<O>", "<triples>"} <= set(data.symbols)
@@ -496,3 +500,37 @@ def test_deranged_moves_every_key_and_repeats_with_its_seed() -> None:
     moved = deranged(keys, 4)
     assert sorted(moved.values()) == keys and all(moved[k] != k for k in keys)
     assert moved == deranged(keys, 4) != deranged(keys, 5)
+
+
+def test_facts_and_context_from_json_lines_are_a_config(tmp_path: Path) -> None:
+    path = tmp_path / "facts.jsonl"
+    rows = [
+        {
+            "facts": ["Alan_Bean | birthPlace | Wheeler,_Texas", ["Alan Bean", "occupation", "test pilot"]],
+            "context": "who is he?",
+            "target": "A test pilot born in Wheeler.",
+        },
+        {"facts": ["Alan_Bean | nationality"], "context": "x", "target": "y"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    raw = tiny_config(tmp_path).model_dump(mode="json")
+    raw["data"].update(
+        {
+            "format": "jsonl",
+            "train": str(path),
+            "dev": None,
+            "test": None,
+            "fields": [{"name": "facts", "kind": "triples"}, {"name": "context"}],
+        }
+    )
+    data = config_from_dict(raw, "facts").data
+    examples = read_split(data, "train")
+    assert next(examples).source == (
+        "<facts> <S> Alan Bean <P> birth place <O> Wheeler, Texas <S> Alan Bean <P> occupation "
+        "<O> test pilot <context> who is he?"
+    )
+    with pytest.raises(
+        SeqsmithError, match=rf"{path}:2: field 'facts': fact 'Alan_Bean \| nationality' is not"
+    ):
+        next(examples)
+    assert {"<S>", "<P>", "<O>"} <= set(data.symbols)

@@ -10,11 +10,14 @@ apart find them by their markers (segment embeddings of the Transformer).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from seqsmith.config import FieldConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.specials import field_marker
+from seqsmith.specials import TRIPLE_ROLES, field_marker
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def field_texts(
@@ -35,8 +38,13 @@ def field_texts(
                 "data.fields"
             )
         text = row[config.name]
-        if not isinstance(text, str):
-            raise SeqsmithError(f"{where}: field {config.name!r} is {type(text).__name__}, not a string")
+        if config.kind == "triples":
+            text = linearized(text, f"{where}: field {config.name!r}")
+        elif not isinstance(text, str):
+            raise SeqsmithError(
+                f"{where}: field {config.name!r} is {type(text).__name__}, not a string (a list of facts "
+                "needs kind: triples)"
+            )
         if config.required and not text.strip():
             raise SeqsmithError(
                 f"{where}: field {config.name!r} is empty; give it text, or set required: false in "
@@ -49,6 +57,32 @@ def field_texts(
             )
         texts[config.name] = text
     return texts
+
+
+def _words(part: str) -> str:
+    """A triple's part as words: underscores and camelCase split, quotes dropped (names can be copied)."""
+    return " ".join(_CAMEL.sub(" ", part.strip().strip('"').replace("_", " ")).split())
+
+
+def linearized(facts: object, where: str) -> str:
+    """Knowledge-graph facts, a list of ``subject | predicate | object`` strings or [s, p, o] lists, as
+    ``<S> subject <P> predicate <O> object ...`` (a predicate's camelCase as lowercase words)."""
+    if not isinstance(facts, list):
+        raise SeqsmithError(
+            f"{where}: is {type(facts).__name__}; give a list of 'subject | predicate | object'"
+        )
+    parts = []
+    for fact in facts:
+        pieces = fact.split(" | ") if isinstance(fact, str) else fact
+        if not isinstance(pieces, list) or len(pieces) != 3 or not all(isinstance(p, str) for p in pieces):
+            raise SeqsmithError(f"{where}: fact {fact!r} is not 'subject | predicate | object' nor [s, p, o]")
+        subject, predicate, obj = (_words(piece) for piece in pieces)
+        parts.append(
+            " ".join(
+                f"{role} {words}" for role, words in zip(TRIPLE_ROLES, (subject, predicate.lower(), obj))
+            )
+        )
+    return " ".join(parts)
 
 
 def joined(texts: Mapping[str, str], fields: Sequence[FieldConfig]) -> str:

@@ -7,8 +7,8 @@
   at that turn: section 0, the film's facts, as ``key: value`` sentences; 1-3, scene texts), the turn as
   the target, as in the data set's paper.
 - WebNLG (Gardent et al. 2017): a split is a directory of XML files; each entry's ``modifiedtripleset``
-  becomes the field ``triples``, every triple as ``<S> subject <P> predicate <O> object`` (underscores
-  and camelCase as words, so that names can be copied), and each ``lex`` text a reference. Training
+  becomes the field ``triples`` (``kind: triples``: ``seqsmith.data.fields.linearized``), and each
+  ``lex`` text a reference. Training
   reads one example per text; dev and test one per entry with all its texts as references.
 """
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from seqsmith.config import FieldConfig
 from seqsmith.data.fields import field_texts, joined
 from seqsmith.errors import SeqsmithError
-from seqsmith.specials import SEP, TRIPLE_ROLES
+from seqsmith.specials import SEP
 
 
 def _json(path: Path) -> Any:
@@ -130,25 +129,6 @@ def read_cmu_dog(
             yield source, response, [response]
 
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-
-def _words(part: str) -> str:
-    """A triple's part as words: underscores and camelCase split, quotes dropped."""
-    return " ".join(_CAMEL.sub(" ", part.strip().strip('"').replace("_", " ")).split())
-
-
-def linearized(triples: Sequence[str], where: str) -> str:
-    """``subject | predicate | object`` triples as ``<S> subject <P> predicate <O> object ...``."""
-    parts = []
-    for triple in triples:
-        pieces = triple.split(" | ")
-        if len(pieces) != 3:
-            raise SeqsmithError(f"{where}: triple {triple!r} is not 'subject | predicate | object'")
-        parts.append(" ".join(f"{role} {_words(piece)}" for role, piece in zip(TRIPLE_ROLES, pieces)))
-    return " ".join(parts)
-
-
 def read_webnlg(
     directory: Path, fields: Sequence[FieldConfig], each_text: bool, categories: Sequence[str] = ()
 ) -> Iterator[tuple[str, str, list[str]]]:
@@ -172,7 +152,7 @@ def read_webnlg(
             texts = [text for text in texts if text]
             if not triples or not texts:
                 continue
-            source = joined(field_texts({"triples": linearized(triples, where)}, fields, where), fields)
+            source = joined(field_texts({"triples": triples}, fields, where), fields)
             if each_text:
                 yield from ((source, text, [text]) for text in texts)
             else:
