@@ -282,8 +282,11 @@ class DataConfig(Section):
             raise ValueError(f"data.fields needs format jsonl, cmu_dog or webnlg, not {self.format}")
         if self.fields and self.reverse_source:
             raise ValueError("data.reverse_source would turn the fields' markers around: drop one of the two")
-        if self.fields and self.augment:
-            raise ValueError("data.augment transforms one source text; it does not take data.fields yet")
+        if self.fields and (self.augment or any(source.transforms for source in self.train_sources)):
+            raise ValueError(
+                "data.augment and corpus transforms change one source text (they could drop a field's "
+                "marker); they do not take data.fields yet"
+            )
         if self.shuffle_documents and self.format != "cmu_dog":
             raise ValueError(
                 "data.shuffle_documents pairs CMU_DoG conversations with other articles: format cmu_dog"

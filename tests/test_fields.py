@@ -178,6 +178,10 @@ def test_segments_follow_the_markers(tmp_path: Path) -> None:
         ),
         ({"fields": [{"name": "Facts"}]}, "String should match pattern"),
         ({"reverse_source": True}, "data.reverse_source would turn the fields' markers around"),
+        (
+            {"augment": [{"copies": 1, "transforms": [{"kind": "drop", "p": 0.1}]}]},
+            "data.augment and corpus transforms change one source text",
+        ),
     ],
 )
 def test_a_bad_fields_config_is_one_line(tmp_path: Path, change: dict[str, Any], message: str) -> None:
