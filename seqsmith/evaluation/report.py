@@ -253,28 +253,42 @@ def write_report(
     shown = "".join(_example_html(i, example, report_dir) for i, example in enumerate(examples, 1))
     shown = shown or '<p class="note">No examples given.</p>'
     notes = "".join(f'<p class="note">{_e(note)}</p>' for note in missing)
+    sections = [
+        ("scores", "Scores", _scores_html(scores)),
+        ("training", "Training", curves),
+        ("examples", "Examples", shown),
+        ("config", "Configuration", config),
+    ]
+    name = model_dir.resolve().name
+    return _write_page(report_dir, f"Model report: {name}", model_dir.resolve(), sections, notes)
+
+
+def _write_page(
+    report_dir: Path, heading: str, where: Path, sections: Sequence[tuple[str, str, str]], notes: str = ""
+) -> Path:
+    """``report_dir/index.html``: a header with a link to each section, then the sections."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    links = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title, _ in sections)
+    body = "\n".join(
+        f'<section id="{key}"><h2>{_e(title)}</h2>{html}</section>' for key, title, html in sections
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>seqsmith report: {_e(model_dir.resolve().name)}</title>
+<title>seqsmith: {_e(heading)}</title>
 <style>{_CSS}</style>
 </head>
 <body>
 <header><div class="wrap">
-<h1>Model report: {_e(model_dir.resolve().name)}</h1>
-<p class="meta">{_e(model_dir.resolve())} &middot; written {_e(stamp)} by seqsmith</p>
-<nav><a href="#scores">Scores</a><a href="#training">Training</a><a href="#examples">Examples</a><a
-href="#config">Configuration</a></nav>
+<h1>{_e(heading)}</h1>
+<p class="meta">{_e(where)} &middot; written {_e(stamp)} by seqsmith</p>
+<nav>{links}</nav>
 </div></header>
 {notes}
 <main class="wrap">
-<section id="scores"><h2>Scores</h2>{_scores_html(scores)}</section>
-<section id="training"><h2>Training</h2>{curves}</section>
-<section id="examples"><h2>Examples</h2>{shown}</section>
-<section id="config"><h2>Configuration</h2>{config}</section>
+{body}
 </main>
 </body>
 </html>
@@ -298,29 +312,9 @@ def write_study_report(
     table += "</table>"
     pictures = "".join(_figure(f.name, f.stem.removeprefix("study_").replace("_", " ")) for f in figures)
     best = f"<pre>{_e(best_yaml)}</pre>" if best_yaml else '<p class="note">No trial has completed yet.</p>'
-    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>seqsmith study: {_e(title)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<header><div class="wrap">
-<h1>Tuning study: {_e(title)}</h1>
-<p class="meta">{_e(Path(report_dir).resolve().parent)} &middot; written {_e(stamp)} by seqsmith</p>
-<nav><a href="#trials">Trials</a><a href="#pictures">Pictures</a><a href="#best">Best config</a></nav>
-</div></header>
-<main class="wrap">
-<section id="trials"><h2>Trials</h2>{table}</section>
-<section id="pictures"><h2>Pictures</h2><div class="grid">{pictures}</div></section>
-<section id="best"><h2>Best config</h2>{best}</section>
-</main>
-</body>
-</html>
-"""
-    index = report_dir / "index.html"
-    atomic_write_text(index, page)
-    return index
+    sections = [
+        ("trials", "Trials", table),
+        ("pictures", "Pictures", f'<div class="grid">{pictures}</div>'),
+        ("best", "Best config", best),
+    ]
+    return _write_page(report_dir, f"Tuning study: {title}", Path(report_dir).resolve().parent, sections)
