@@ -12,7 +12,6 @@ once (their worker's pid is gone); trials of other machines are found by Optuna'
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ from seqsmith.config import Config, config_from_dict, load_config
 from seqsmith.data.prepare import prepare
 from seqsmith.errors import SeqsmithError
 from seqsmith.evaluation.metrics import corpus_scores, reference_sets
-from seqsmith.fileio import atomic_write_text, text_lines
+from seqsmith.fileio import atomic_write_text, file_lock, text_lines
 from seqsmith.generation.generator import Generator
 from seqsmith.training.trainer import Trainer
 from seqsmith.training.validation import TEACHER_FORCED
@@ -99,8 +98,9 @@ class TrainingTrials:
             config = config_from_dict(with_values(self.raw, settings), f"trial {trial.number}")
         except SeqsmithError as error:
             raise Infeasible(str(error).replace("\n", " ")) from None
-        with _locked(trial_dir.parent / "prepare.lock"):
-            if not (Path(config.data.output_dir) / "report.json").is_file():
+        data_dir = Path(config.data.output_dir)
+        with file_lock(data_dir.with_name(f"{data_dir.name}.lock")):  # workers share the data
+            if not (data_dir / "report.json").is_file():
                 prepare(config, progress=self.show_progress)
         if config.data.dev is None:
             raise SeqsmithError("tuning needs a dev set to score trials on: set data.dev in the config")
@@ -172,18 +172,6 @@ class GenerationTrials:
     def runnable(self, values: dict[str, Any], name: str) -> dict[str, Any]:
         """The model's own config with the best generation settings (what its model directory would hold)."""
         return with_values(self.raw, {**self.space.fixed, **values})
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One process at a time (workers of one study share its data preparation)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _alive(pid: int) -> bool:
