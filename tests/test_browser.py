@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -129,3 +130,35 @@ def test_the_page_fits_a_phone_screen(served: tuple[str, Path], browser: Any) ->
     shot = Image.open(io.BytesIO(page.screenshot()))
     assert shot.size == (780, 1688)
     page.close()
+
+
+def test_a_model_of_several_fields_takes_one_json_object_a_line(
+    tmp_path_factory: pytest.TempPathFactory, browser: Any
+) -> None:
+    from test_fields import fields_config
+
+    config = fields_config(tmp_path_factory.mktemp("fields_page"))
+    config.train.max_steps = 80
+    api.train(config, show_progress=False)
+    port = free_port()
+    command = [sys.executable, "-m", "seqsmith.cli", "serve", config.train.model_dir, "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    try:
+        wait_ready(port, process)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("document.getElementById('texts').placeholder.startsWith('One JSON object')")
+        inputs = [{"context": "alpha", "facts": "beta gamma"}, {"context": "eps", "facts": "zeta"}]
+        generate(page, [json.dumps(i) for i in inputs], beam="2", nbest="1")
+        page.wait_for_selector(".result li.hypothesis")
+        shown = [
+            li.query_selector(".text").inner_text() for li in page.query_selector_all(".result li.hypothesis")
+        ]
+        expected = api.load(config.train.model_dir).generate(inputs, beam_size=2, nbest=1)  # as the page asks
+        assert shown == expected and all(expected)
+        generate(page, ["not json"], beam="2", nbest="1")
+        assert "This model reads the fields context, facts" in page.inner_text("#error")
+        page.close()
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -129,6 +129,7 @@ def test_a_fields_model_generates_from_objects_by_api_cli_and_search(
         answer = client.post("/generate", json={"texts": inputs})
         assert answer.status_code == 200
         assert answer.json()["outputs"] == greedy
+        assert client.get("/info").json()["fields"] == ["context", "facts"]  # the page asks for objects
         refused = client.post("/generate", json={"texts": [{"context": "alpha"}]})
         assert refused.status_code == 400 and "no field 'facts'" in refused.json()["detail"]
 

@@ -123,6 +123,7 @@ def create_app(
     def info() -> dict[str, Any]:
         return {
             "model": generator.engine.describe(),
+            "fields": generator.fields,  # an input is then an object of these, not a text
             "defaults": generator.config.model_dump(),
             "limits": limits.model_dump(exclude={"cors_origins", "threads"}),
             "auth": bool(api_keys),
