@@ -82,6 +82,8 @@ class TrainingTrials:
     def __init__(
         self, raw: dict[str, Any], config: Config, space: SearchSpace, show_progress: bool, keep: bool
     ) -> None:
+        if config.data.dev is None:
+            raise SeqsmithError("tuning needs a dev set to score trials on: set data.dev in the config")
         self.raw, self.config, self.space = raw, config, space
         self.metric = space.metric or config.train.early_stopping_metric
         self.show_progress, self.keep_checkpoints = show_progress, keep
@@ -102,8 +104,6 @@ class TrainingTrials:
         with file_lock(data_dir.with_name(f"{data_dir.name}.lock")):  # workers share the data
             if not (data_dir / "report.json").is_file():
                 prepare(config, progress=self.show_progress)
-        if config.data.dev is None:
-            raise SeqsmithError("tuning needs a dev set to score trials on: set data.dev in the config")
         watcher = _Pruning(trial, self.metric)
         result = Trainer(config, self.show_progress, watcher).train()
         if result.stop_reason.startswith("interrupted"):
@@ -310,7 +310,8 @@ def open_study(
         raw = yaml.safe_load(target.read_text(encoding="utf-8"))
         trials = TrainingTrials(raw, config, space, show_progress, keep_checkpoints)
     check_space(space, trials.raw, trials.config, str(space_path))
-    directory = Path(study_dir or Path("runs/tune") / f"{target.stem}-{space_path.stem}")
+    label = target.parent.name if target.is_dir() and target.name == "model" else target.stem
+    directory = Path(study_dir or Path("runs/tune") / f"{label}-{space_path.stem}")
     name = name or space_path.stem
     url = storage or f"sqlite:///{(directory / 'study.db').resolve()}"
     directory.mkdir(parents=True, exist_ok=True)
