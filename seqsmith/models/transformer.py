@@ -416,6 +416,12 @@ class TransformerModel(Seq2SeqModel):
             f"transformer d_model={config.d_model} heads={config.heads} "
             f"layers={config.encoder_layers}+{config.decoder_layers} ffn={config.ffn_dim} "
             f"{config.norm}-norm {config.positions} positions {config.activation}"
+            + (" segment embeddings" if config.segment_embeddings else "")
+            + (
+                f" knowledge encoder ({config.knowledge_field}, {config.knowledge_layers} layers)"
+                if config.knowledge_field is not None
+                else ""
+            )
         )
 
     @property
