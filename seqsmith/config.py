@@ -359,6 +359,9 @@ class TransformerConfig(Section):
     # second cross-attention in every layer; the main encoder reads the other fields
     knowledge_field: str | None = None
     knowledge_layers: int = Field(2, ge=1)  # of that encoder
+    # copy from the source (See et al. 2017 on a Transformer): a gate mixes the output distribution with
+    # the last layer's cross-attention scattered onto the source ids (needs one vocabulary for both sides)
+    copy_source: bool = False
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TransformerConfig:
@@ -752,6 +755,15 @@ class Config(Section):
             )
         if getattr(self.model, "segment_embeddings", False) and not self.data.fields:
             raise ValueError("model.segment_embeddings tells the fields of data.fields apart: declare them")
+        copying = getattr(self.model, "copy_source", False)
+        if copying and not self.data.tokenizer.joint:
+            raise ValueError(
+                "model.copy_source lands on source ids in the output: set data.tokenizer.joint: true"
+            )
+        if copying and getattr(self.model, "knowledge_field", None):
+            raise ValueError(
+                "model.copy_source reads the main cross-attention, not model.knowledge_field's yet"
+            )
         knowledge = getattr(self.model, "knowledge_field", None)
         names = [f.name for f in self.data.fields]
         if knowledge is not None and (knowledge not in names or len(names) < 2):

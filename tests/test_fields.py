@@ -451,6 +451,9 @@ def test_the_knowledge_field_must_be_a_declared_field(tmp_path: Path) -> None:
     raw["model"]["knowledge_field"] = "document"
     with pytest.raises(SeqsmithError, match=r"model.knowledge_field 'document' must be one of two or more"):
         config_from_dict(raw, "test")
+    raw["model"].update({"knowledge_field": "facts", "copy_source": True})
+    with pytest.raises(SeqsmithError, match=r"model.copy_source reads the main cross-attention"):
+        config_from_dict(raw, "test")
 
 
 def test_the_pointer_generator_copies_from_a_field(tmp_path: Path) -> None:

@@ -57,8 +57,8 @@ def transformer_model(loaded: LoadedModel, what: str) -> TransformerModel:
         raise SeqsmithError(
             f"{what} runs Transformers only (model.arch: transformer); this model is {model.shape()}"
         )
-    if getattr(model, "oov_slots", 0):
-        raise SeqsmithError(f"{what} cannot express copying from the source (model.oov_slots)")
+    if getattr(model, "oov_slots", 0) or model.config.copy_source:
+        raise SeqsmithError(f"{what} cannot express copying from the source (model.copy_source, oov_slots)")
     if model.config.knowledge_field is not None:
         raise SeqsmithError(f"{what} cannot express a second encoder (model.knowledge_field)")
     return model

@@ -50,6 +50,7 @@ def _unsupported(config: TransformerConfig) -> list[str]:
         (config.tie_output, "model.tie_output=false (Marian ties the output projection: needs true)"),
         (not config.segment_embeddings, "model.segment_embeddings=true (Marian has none: needs false)"),
         (config.knowledge_field is None, "model.knowledge_field (Marian has one encoder: needs none)"),
+        (not config.copy_source, "model.copy_source=true (Marian does not copy: needs false)"),
     ]
     return [message for ok, message in needs if not ok]
 

@@ -29,6 +29,8 @@ from seqsmith.models.dropout import Dropout, dropout
 from seqsmith.models.interface import Memory, Reorderable, Seq2SeqModel, check_positions, repeated
 from seqsmith.specials import PAD_ID
 
+_FLOOR = 1e-12  # the least probability a copy model gives a token
+
 _CACHE_CHUNK = 32  # decoding steps the self-attention buffer grows by
 _POOL_SIZE = 4  # idle buffers a pool keeps
 
@@ -102,11 +104,19 @@ class _CrossAttention(nn.Module):
         _xavier_blocks(self.kv, 2)
         _xavier_blocks(self.out, 1)
 
-    def forward(self, x: Tensor, keys: Tensor, values: Tensor, bias: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, keys: Tensor, values: Tensor, bias: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """The attended vectors and, with ``need_weights`` (copying), the weights averaged over heads
+        (batch, tgt_len, src_len), written out instead of the fused kernel."""
         batch, length, d_model = x.shape
         q = self.q(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-        attended = attend(q, keys, values, bias, False, self.dropout if self.training else 0.0)
-        return self.out(attended.transpose(1, 2).reshape(batch, length, d_model))
+        if not need_weights:
+            attended = attend(q, keys, values, bias, False, self.dropout if self.training else 0.0)
+            return self.out(attended.transpose(1, 2).reshape(batch, length, d_model)), None
+        weights = torch.softmax(q @ keys.transpose(-1, -2) * self.scale + bias, dim=-1)
+        attended = dropout(weights, self.dropout, self.training) @ values
+        return self.out(attended.transpose(1, 2).reshape(batch, length, d_model)), weights.mean(dim=1)
 
     def step(
         self, x: Tensor, keys: Tensor, values: Tensor, bias: Tensor, group: int
@@ -175,17 +185,23 @@ class _DecoderLayer(_Block):
             self.knowledge_attention = _CrossAttention(config.d_model, config.heads, config.attention_dropout)
             self.norm_knowledge = nn.LayerNorm(config.d_model)
 
-    def forward(self, x: Tensor, memory: TransformerMemory, layer: int) -> Tensor:
+    def forward(
+        self, x: Tensor, memory: TransformerMemory, layer: int, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """The layer's output and, with ``need_weights``, its cross-attention averaged over heads."""
         x = self._add(x, self.self_attention(self._in(x, self.norm1), None, True), self.norm1)
         keys, values = memory.cross_keys[layer], memory.cross_values[layer]
-        x = self._add(x, self.cross_attention(self._in(x, self.norm2), keys, values, memory.bias), self.norm2)
+        attended, weights = self.cross_attention(
+            self._in(x, self.norm2), keys, values, memory.bias, need_weights
+        )
+        x = self._add(x, attended, self.norm2)
         if memory.knowledge_bias is not None:
             keys, values = memory.knowledge_keys[layer], memory.knowledge_values[layer]
-            attended = self.knowledge_attention(
+            attended, _ = self.knowledge_attention(
                 self._in(x, self.norm_knowledge), keys, values, memory.knowledge_bias
             )
             x = self._add(x, attended, self.norm_knowledge)
-        return self._add(x, self.ffn(self._in(x, self.norm3)), self.norm3)
+        return self._add(x, self.ffn(self._in(x, self.norm3)), self.norm3), weights
 
     def step(
         self, x: Tensor, cache: Tensor, t: int, memory: TransformerMemory, layer: int
@@ -277,11 +293,20 @@ class TransformerMemory(Memory):
     knowledge_keys: list[Tensor] = dataclasses.field(default_factory=list)
     knowledge_values: list[Tensor] = dataclasses.field(default_factory=list)
     knowledge_bias: Tensor | None = None
+    source_ids: Tensor | None = None  # model.copy_source: (rows, src_len), the ids copying lands on
+
+    def _rows(self, rows: Tensor) -> dict[str, Any]:
+        """What has a row per decoder row (states, mask, source ids), at ``rows``."""
+        ids = self.source_ids
+        return {
+            "states": self.states.index_select(0, rows),
+            "mask": self.mask.index_select(0, rows),
+            "source_ids": None if ids is None else ids.index_select(0, rows),
+        }
 
     def repeat_rows(self, times: int) -> TransformerMemory:
         rows = repeated(self.mask.size(0), times, self.mask.device)
-        states, mask = self.states.index_select(0, rows), self.mask.index_select(0, rows)
-        return dataclasses.replace(self, states=states, mask=mask, group=self.group * times)
+        return dataclasses.replace(self, **self._rows(rows), group=self.group * times)
 
     def select(self, indices: Tensor) -> TransformerMemory:
         group = self.group
@@ -296,25 +321,27 @@ class TransformerMemory(Memory):
         )
         if not whole:  # rows leave one by one (sampling): every row gets its own copy again
             every = repeated(self.bias.size(0), group, indices.device)
-            return self._shared(every, self.states, self.mask, 1).select(indices)
-        states, mask = self.states.index_select(0, indices), self.mask.index_select(0, indices)
-        return self._shared(firsts // group, states, mask, group)
+            return self._shared(every, {}, 1).select(indices)
+        return self._shared(firsts // group, self._rows(indices), group)
 
-    def _shared(self, sentences: Tensor, states: Tensor, mask: Tensor, group: int) -> TransformerMemory:
+    def _shared(self, sentences: Tensor, rows: dict[str, Any], group: int) -> TransformerMemory:
+        """The memory with the per-sentence tensors at ``sentences`` and the per-row ones given in ``rows``
+        (none given: kept as they are)."""
+
         def pick(tensors: list[Tensor]) -> list[Tensor]:
             return [t.index_select(0, sentences) for t in tensors]
 
         knowledge = self.knowledge_bias
-        return TransformerMemory(
-            states,
-            mask,
-            pick(self.cross_keys),
-            pick(self.cross_values),
-            self.bias.index_select(0, sentences),
-            group,
-            pick(self.knowledge_keys),
-            pick(self.knowledge_values),
-            None if knowledge is None else knowledge.index_select(0, sentences),
+        return dataclasses.replace(
+            self,
+            **rows,
+            cross_keys=pick(self.cross_keys),
+            cross_values=pick(self.cross_values),
+            bias=self.bias.index_select(0, sentences),
+            group=group,
+            knowledge_keys=pick(self.knowledge_keys),
+            knowledge_values=pick(self.knowledge_values),
+            knowledge_bias=None if knowledge is None else knowledge.index_select(0, sentences),
         )
 
 
@@ -394,6 +421,8 @@ class TransformerModel(Seq2SeqModel):
                 _EncoderLayer(config) for _ in range(config.knowledge_layers)
             )
             self.knowledge_norm = nn.LayerNorm(d_model) if config.norm == "pre" else nn.Identity()
+        if config.copy_source:  # p_gen from the decoder's output and the input token's embedding
+            self.copy_gate = nn.Linear(2 * d_model, 1)
         self.dropout = Dropout(config.dropout)
         self.encoder_layers = nn.ModuleList(_EncoderLayer(config) for _ in range(config.encoder_layers))
         self.decoder_layers = nn.ModuleList(_DecoderLayer(config) for _ in range(config.decoder_layers))
@@ -417,6 +446,7 @@ class TransformerModel(Seq2SeqModel):
             f"layers={config.encoder_layers}+{config.decoder_layers} ffn={config.ffn_dim} "
             f"{config.norm}-norm {config.positions} positions {config.activation}"
             + (" segment embeddings" if config.segment_embeddings else "")
+            + (" copy" if config.copy_source else "")
             + (
                 f" knowledge encoder ({config.knowledge_field}, {config.knowledge_layers} layers)"
                 if config.knowledge_field is not None
@@ -473,6 +503,8 @@ class TransformerModel(Seq2SeqModel):
         crosses = [cast(_DecoderLayer, layer).cross_attention for layer in self.decoder_layers]
         keys, values = self._keys_values(states, crosses)
         memory = TransformerMemory(states, src_mask, keys, values, bias)
+        if self.config.copy_source:
+            memory.source_ids = src
         if knowledge_mask is not None:
             knowing, memory.knowledge_bias = self._encoder(
                 x, knowledge_mask, self.knowledge_layers, self.knowledge_norm
@@ -506,11 +538,31 @@ class TransformerModel(Seq2SeqModel):
         memory = self.encode(src, src_mask)
         length = tgt_in.size(1)
         check_positions(self.config.max_positions, length, "a target")
-        x = self.target_embedding(tgt_in) * self.embed_scale + self.target_positions.table[:length]
-        x = self.dropout(x)
+        embedded = self.target_embedding(tgt_in) * self.embed_scale + self.target_positions.table[:length]
+        x, weights = self.dropout(embedded), None
+        last = len(self.decoder_layers) - 1
         for i, layer in enumerate(self.decoder_layers):
-            x = layer(x, memory, i)
-        return self.output(self.decoder_norm(x))
+            x, weights = layer(x, memory, i, self.config.copy_source and i == last)
+        out = self.decoder_norm(x)
+        logits = self.output(out)
+        if weights is None:
+            return logits
+        return self._copied(logits, out, embedded, weights, memory)
+
+    def _copied(
+        self, logits: Tensor, out: Tensor, embedded: Tensor, weights: Tensor, memory: TransformerMemory
+    ) -> Tensor:
+        """Log-probabilities p_gen * softmax(logits) + (1 - p_gen) * the attention on each source id, floored
+        at 1e-12 (a token neither generated nor in the source keeps a finite score). Shapes: (..., vocab)
+        logits, (..., d_model) out and embedded, (..., src_len) weights; rows or (batch, tgt_len)."""
+        p_gen = torch.sigmoid(self.copy_gate(torch.cat([out, embedded], dim=-1)).float())
+        mixed = torch.softmax(logits.float(), dim=-1) * p_gen
+        ids = memory.source_ids
+        assert ids is not None
+        if mixed.dim() == 3:
+            ids = ids.unsqueeze(1).expand(-1, mixed.size(1), -1)
+        mixed = mixed.scatter_add(-1, ids, weights.float() * (1.0 - p_gen))
+        return mixed.clamp_min(_FLOOR).log()
 
     @torch.no_grad()
     def decode_step(
@@ -531,13 +583,17 @@ class TransformerModel(Seq2SeqModel):
             cache.tensor[:, :, :rows, :, :t] = state.cache.tensor[:, :, :rows, :, :t]
         if state is not None:
             state.extendable = False
-        x = self.target_embedding(prev_ids) * self.embed_scale + self.target_positions.table[t]
-        x = self.dropout(x)
+        embedded = self.target_embedding(prev_ids) * self.embed_scale + self.target_positions.table[t]
+        x = self.dropout(embedded)
         buffer, weights = cache.tensor, None
         for i, layer in enumerate(self.decoder_layers):
             x, weights = cast(_DecoderLayer, layer).step(x, buffer[i, :, :rows], t, memory, i)
-        logits = self.output(self.decoder_norm(x)).float()
-        log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: -40% time, same values
+        out = self.decoder_norm(x)
+        logits = self.output(out).float()
+        if self.config.copy_source and weights is not None:
+            log_probs = self._copied(logits, out, embedded, weights.mean(dim=1), memory)
+        else:
+            log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: -40% time, same values
         if not need_attention or weights is None:
             return log_probs, TransformerState(cache, t + 1)
         return log_probs, TransformerState(cache, t + 1, weights.mean(dim=1), weights)
