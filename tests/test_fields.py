@@ -274,6 +274,12 @@ def test_cmu_dog_turns_of_the_speaker_who_saw_the_document(tmp_path: Path) -> No
         "wikiDocumentIdx": 8,
     }
     (wiki / "Jaws.json").write_text(json.dumps(other), encoding="utf-8")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "c3.json").write_text('{"wikiDocumentIdx": 7, "history": [{"text": "hi"}]}')
+    raw["data"]["train"] = str(tmp_path / "broken")
+    with pytest.raises(SeqsmithError, match=r"c3.json: not a CMU_DoG conversation \(history needs uid"):
+        list(read_split(config_from_dict(raw, "test").data, "train"))
+    raw["data"]["train"] = str(tmp_path / "facts")
     raw["data"]["shuffle_documents"] = True  # two articles: each conversation reads the other one
     (wrong,) = list(read_split(config_from_dict(raw, "test").data, "train"))
     assert wrong.source == "<document> movieName: Jaws." and wrong.target == facts.target

@@ -8,8 +8,8 @@
   the target, as in the data set's paper.
 - WebNLG (Gardent et al. 2017): a split is a directory of XML files; each entry's ``modifiedtripleset``
   becomes the field ``triples`` (``kind: triples``: ``seqsmith.data.fields.linearized``), and each
-  ``lex`` text a reference. Training
-  reads one example per text; dev and test one per entry with all its texts as references.
+  ``lex`` text a reference. Training reads one example per text; dev and test one per entry with all its
+  texts as references.
 """
 
 from __future__ import annotations
@@ -57,8 +57,15 @@ def read_documents(directory: Path) -> dict[int, list[str]]:
     articles = {}
     for path in sorted(directory.glob("*.json")):
         article = _json(path)
-        sections = sorted((int(k), v) for k, v in article.items() if k.isdigit())
-        articles[int(article["wikiDocumentIdx"])] = [_section_text(v) for _, v in sections]
+        try:
+            sections = sorted((int(k), v) for k, v in article.items() if k.isdigit())
+            articles[int(article["wikiDocumentIdx"])] = [_section_text(v) for _, v in sections]
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise SeqsmithError(
+                f"{path}: not a CMU_DoG article (sections 0-3 and wikiDocumentIdx: {error!r})"
+            ) from None
+        if not sections:
+            raise SeqsmithError(f"{path}: a CMU_DoG article without sections (keys 0, 1, 2, 3)")
     if not articles:
         raise SeqsmithError(f"data.documents: no article (*.json) in {directory}")
     return articles
@@ -112,13 +119,20 @@ def read_cmu_dog(
         )
     for path in paths:
         conversation = _json(path)
-        article = articles.get(int(conversation.get("wikiDocumentIdx", -1)))
+        if not isinstance(conversation, dict):
+            raise SeqsmithError(f"{path}: not a CMU_DoG conversation (a JSON object with history)")
+        article = articles.get(conversation.get("wikiDocumentIdx", -1))
         if article is None:
             raise SeqsmithError(
                 f"{path}: wikiDocumentIdx {conversation.get('wikiDocumentIdx')} is no article of {documents}"
             )
-        saw = set(conversation.get("whoSawDoc", []))
-        turns = _turns(conversation.get("history", []))
+        try:
+            saw = set(conversation.get("whoSawDoc", []))
+            turns = _turns(conversation.get("history", []))
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise SeqsmithError(
+                f"{path}: not a CMU_DoG conversation (history needs uid, text and docIdx: {error!r})"
+            ) from None
         for i in range(1, len(turns)):
             speaker, response, section = turns[i]
             if speaker not in saw:
