@@ -28,7 +28,7 @@ from seqsmith.evaluation.metrics import (
     sentence_scores,
     write_outputs,
 )
-from seqsmith.fileio import atomic_write_text, text_lines
+from seqsmith.fileio import atomic_write_text, one_line, text_lines
 from seqsmith.generation.generator import Generator
 from seqsmith.generation.synthetic import SyntheticData, synthesize
 from seqsmith.models.export import export_model, exporters
@@ -137,7 +137,7 @@ def evaluate_model(
     )
     out_dir = out or Path(model_dir) / "eval" / name
     write_outputs(scores, per_sentence, out_dir)
-    atomic_write_text(out_dir / "hypotheses.txt", "".join(h + "\n" for h in hypotheses))
+    atomic_write_text(out_dir / "hypotheses.txt", "".join(one_line(h) + "\n" for h in hypotheses))
     return scores
 
 

@@ -13,7 +13,14 @@ from typing import Any
 from seqsmith import api
 from seqsmith.config import parse_override
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_write_text, check_writable, explain_os_error, iter_lines, read_lines
+from seqsmith.fileio import (
+    atomic_write_text,
+    check_writable,
+    explain_os_error,
+    iter_lines,
+    one_line,
+    read_lines,
+)
 
 
 def _options(items: Sequence[str]) -> dict[str, Any]:
@@ -74,7 +81,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
                     row["attention"] = output.attention
             lines.append(json.dumps(rows if len(rows) > 1 else rows[0], ensure_ascii=False) + "\n")
         else:
-            lines.append("".join(o.text + "\n" for o in nbest))
+            lines.append("".join(one_line(o.text) + "\n" for o in nbest))
     if args.output:
         atomic_write_text(Path(args.output), "".join(lines))  # a full disk leaves the old file whole
     else:

@@ -165,3 +165,9 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def one_line(text: str) -> str:
+    """``text`` fit for a file of one text a line: its line breaks as spaces (a copy model can copy the
+    newlines of a dialogue into its summary)."""
+    return text.replace("\r", " ").replace("\n", " ")

@@ -78,3 +78,21 @@ def test_links_out_of_a_directory_are_refused(tmp_path: Path) -> None:
     check_inside(tmp_path / "inside", tmp_path / "inside" / "own.txt", "file")
     with pytest.raises(SeqsmithError, match="points outside"):
         check_inside(tmp_path / "inside", tmp_path / "inside" / "link.txt", "file")
+
+
+def test_outputs_with_line_breaks_stay_one_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy model can copy a dialogue's newlines into its output; files of one output a line must not
+    grow a line for it (the references would no longer line up)."""
+    from conftest import tiny_config
+
+    from seqsmith import api
+    from seqsmith.fileio import one_line
+    from seqsmith.generation.generator import Generator
+
+    assert one_line("a\nb\r\nc") == "a b  c"
+    config = tiny_config(tmp_path, train={"max_steps": 10})
+    api.train(config, show_progress=False)
+    monkeypatch.setattr(Generator, "generate", lambda self, texts, **options: ["x\ny"] * len(texts))
+    api.evaluate_model(config.train.model_dir, "test", ["bleu"], out=tmp_path / "eval")
+    lines = (tmp_path / "eval" / "hypotheses.txt").read_text(encoding="utf-8").split("\n")
+    assert lines[:-1] == ["x y"] * 40 and lines[-1] == ""

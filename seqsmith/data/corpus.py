@@ -19,7 +19,7 @@ from seqsmith.data.augment import augment_text, seeded
 from seqsmith.data.fields import field_texts, joined
 from seqsmith.data.grounded import read_cmu_dog, read_webnlg
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_write_text, iter_lines
+from seqsmith.fileio import atomic_write_text, iter_lines, one_line
 
 Split = Literal["train", "dev", "test"]
 END_OF_UTTERANCE = "__eou__"
@@ -284,15 +284,15 @@ def write_split(
         )
     files = split_files(config.model_copy(update={"train": str(location)}), "train")
     if config.format == "parallel":
-        atomic_write_text(files[0], "".join(_one_line(s) + "\n" for s in sources))
-        atomic_write_text(files[1], "".join(_one_line(t) + "\n" for t in targets))
+        atomic_write_text(files[0], "".join(one_line(s) + "\n" for s in sources))
+        atomic_write_text(files[1], "".join(one_line(t) + "\n" for t in targets))
     elif config.format == "tsv":
         width = max(config.source_column, config.target_column) + 1
         rows = []
         for source, target in zip(sources, targets):
             columns = [""] * width
-            columns[config.source_column] = _one_line(source).replace("\t", " ")
-            columns[config.target_column] = _one_line(target).replace("\t", " ")
+            columns[config.source_column] = one_line(source).replace("\t", " ")
+            columns[config.target_column] = one_line(target).replace("\t", " ")
             rows.append("\t".join(columns) + "\n")
         atomic_write_text(files[0], "".join(rows))
     else:
@@ -304,7 +304,3 @@ def write_split(
             ),
         )
     return files
-
-
-def _one_line(text: str) -> str:
-    return text.replace("\r", " ").replace("\n", " ")

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_write_text, fsync_path
+from seqsmith.fileio import atomic_write_text, fsync_path, one_line
 from seqsmith.generation.generator import Generator
 
 
@@ -80,7 +80,7 @@ def decode_to_file(
         while done < len(texts):
             batch = texts[done : done + chunk]
             outputs = generator.generate_encoded(generator.encode_texts(batch), config)
-            data = "".join(nbest[0].text.replace("\n", " ") + "\n" for nbest in outputs).encode("utf-8")
+            data = "".join(one_line(nbest[0].text) + "\n" for nbest in outputs).encode("utf-8")
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -35,7 +35,7 @@ from seqsmith.config import Config, config_from_dict, load_config
 from seqsmith.data.prepare import prepare
 from seqsmith.errors import SeqsmithError
 from seqsmith.evaluation.metrics import corpus_scores, reference_sets
-from seqsmith.fileio import atomic_write_text, file_lock, text_lines
+from seqsmith.fileio import atomic_write_text, file_lock, one_line, text_lines
 from seqsmith.generation.generator import Generator
 from seqsmith.training.trainer import Trainer
 from seqsmith.training.validation import TEACHER_FORCED
@@ -161,7 +161,7 @@ class GenerationTrials:
         except SeqsmithError as error:
             raise Infeasible(str(error)) from None
         hypotheses = self.generator.generate([row["source"] for row in self.rows], **options)
-        atomic_write_text(trial_dir / "hypotheses.txt", "".join(h + "\n" for h in hypotheses))
+        atomic_write_text(trial_dir / "hypotheses.txt", "".join(one_line(h) + "\n" for h in hypotheses))
         evaluate = self.config.evaluate
         references = reference_sets([row["references"] for row in self.rows])
         scores = corpus_scores(
