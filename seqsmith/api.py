@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,6 +38,9 @@ from seqsmith.training.checkpoint import CheckpointDir, average_checkpoints
 from seqsmith.training.distill import distilled_data
 from seqsmith.training.trainer import Trainer, TrainResult, ValidationWatcher
 from seqsmith.training.validation import perplexity_of, split_loss
+
+if TYPE_CHECKING:
+    from seqsmith.tuning.summary import StudySummary
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +284,7 @@ def tune(
     name: str | None = None,
     show_progress: bool = True,
     keep_checkpoints: bool = False,
-) -> Any:
+) -> StudySummary:
     """Search ``space`` (a YAML file of dotted keys) over ``target``: a config, each trial a training in
     its own model directory, pruned from its dev curve; or a trained model's directory, each trial a
     decoding of its dev set with other generation settings. The study is kept in ``storage`` (default:
