@@ -7,8 +7,9 @@ A trained model, because sampled outputs of a random one run to the length limit
 from a fresh copy of the model and runs ``--warmup`` untimed and ``--updates`` timed Adam updates on the
 same fixed batches of the model's prepared training split (``--batch-tokens`` target tokens each, the
 trainer's budget); the repeats rotate the order of the objectives. Figures: median seconds per update and
-the ratio to MLE of the same repeat. Writes docs/benchmarks/objective_cost.json and its section of
-docs/benchmarks.md.
+the ratio to MLE of the same repeat. The adversarial objective alternates two kinds of update (the
+generator's and the discriminator's): each is timed on its own. Writes docs/benchmarks/objective_cost.json
+and its section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -33,25 +34,26 @@ from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.fileio import atomic_write_text
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.model_dir import load_model_dir
+from seqsmith.training.adversarial import DISCRIMINATOR
 from seqsmith.training.objective import MAIN, Unit, build_objective
 
 ROOT = Path(__file__).resolve().parents[1]
-OBJECTIVES: dict[str, dict[str, Any]] = {
-    "mle": {"kind": "mle"},
-    "self_critical, 1 sample, greedy baseline": {"kind": "self_critical", "reward": {"bleu": 1.0}},
-    "self_critical, 4 samples, mean baseline": {
-        "kind": "self_critical",
-        "reward": {"bleu": 1.0},
-        "samples": 4,
-        "baseline": "mean",
-    },
-    "minimum_risk, 8 samples": {"kind": "minimum_risk", "reward": {"bleu": 1.0}, "candidates": 8},
-    "minimum_risk, beam 4": {
-        "kind": "minimum_risk",
-        "reward": {"bleu": 1.0},
-        "candidates": 4,
-        "search": "beam",
-    },
+ADVERSARIAL = {"kind": "adversarial", "pretrain_discriminator": 0}
+# name -> (objective settings, the unit an update trains)
+OBJECTIVES: dict[str, tuple[dict[str, Any], str]] = {
+    "mle": ({"kind": "mle"}, MAIN),
+    "self_critical, 1 sample, greedy baseline": ({"kind": "self_critical", "reward": {"bleu": 1.0}}, MAIN),
+    "self_critical, 4 samples, mean baseline": (
+        {"kind": "self_critical", "reward": {"bleu": 1.0}, "samples": 4, "baseline": "mean"},
+        MAIN,
+    ),
+    "minimum_risk, 8 samples": ({"kind": "minimum_risk", "reward": {"bleu": 1.0}, "candidates": 8}, MAIN),
+    "minimum_risk, beam 4": (
+        {"kind": "minimum_risk", "reward": {"bleu": 1.0}, "candidates": 4, "search": "beam"},
+        MAIN,
+    ),
+    "adversarial, generator update (1 sample)": (ADVERSARIAL, MAIN),
+    "adversarial, discriminator update (cnn)": (ADVERSARIAL, DISCRIMINATOR),
 }
 
 
@@ -74,21 +76,24 @@ def fixed_batches(data_dir: Path, batch_tokens: int, count: int, seed: int = 1) 
 
 
 def seconds_per_update(
-    model: Seq2SeqModel, loaded: Any, settings: dict[str, Any], batches: list[Any], warmup: int
+    model: Seq2SeqModel, loaded: Any, settings: dict[str, Any], trained: str, batches: list[Any], warmup: int
 ) -> float:
+    """Mean seconds of an update of the ``trained`` unit, after ``warmup`` untimed ones."""
     train = TrainConfig(max_steps=1, lr=1e-5, objective=settings)
     objective = build_objective(train)
     fresh = copy.deepcopy(model)
-    fresh.train()
     objective.start(fresh, loaded.tokenizers, torch.device("cpu"))
-    units = {MAIN: Unit(fresh, torch.optim.Adam(fresh.parameters(), lr=1e-5), fresh)}
+    units = {}
+    for name, module in {MAIN: fresh, **objective.extra_units(fresh)}.items():
+        module.train()
+        units[name] = Unit(module, torch.optim.Adam(module.parameters(), lr=1e-5), module)
     times = []
     for index, batch in enumerate(batches):
         start = time.perf_counter()
-        units[MAIN].optimizer.zero_grad(set_to_none=True)
-        loss = objective.loss(units, batch, MAIN)
-        (loss.value / objective.count(batch, MAIN)).backward()
-        units[MAIN].optimizer.step()
+        units[trained].optimizer.zero_grad(set_to_none=True)
+        loss = objective.loss(units, batch, trained)
+        (loss.value / objective.count(batch, trained)).backward()
+        units[trained].optimizer.step()
         if index >= warmup:
             times.append(time.perf_counter() - start)
     return sum(times) / len(times)
@@ -117,8 +122,9 @@ def main() -> None:
     for repeat in range(args.repeats):
         torch.manual_seed(repeat)
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            settings, trained = OBJECTIVES[name]
             runs[name].append(
-                seconds_per_update(loaded.model, loaded, OBJECTIVES[name], batches, args.warmup)
+                seconds_per_update(loaded.model, loaded, settings, trained, batches, args.warmup)
             )
             print(f"repeat {repeat + 1}: {name}: {runs[name][-1]:.3f} s per update", flush=True)
     ratios = {
