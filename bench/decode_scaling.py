@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tables import BENCHMARKS_MD, figures_path, publish
+from measure import machine, repo_path
+from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
@@ -67,8 +68,9 @@ def markdown(report: dict[str, Any]) -> str:
         "## Decoding time vs beam size and batch size (seqsmith, CPU)",
         "",
         f"{settings['sentences']} test2016 sentences, model `{settings['model_dir']}`, {settings['threads']} "
-        f"threads, median of {settings['runs']} runs; load average {report['loadavg']}. Produced by "
-        "`python bench/decode_scaling.py`.",
+        f"threads, median of {settings['runs']} runs. Host: {report['machine']['processor']}; load "
+        f"{report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. Produced by "
+        f"`{settings['command']}`.",
         "",
         "| beam | sentences a batch | seconds | sentences/s | time vs the first row of its series |",
         "|---:|---:|---:|---:|---:|",
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    loadavg_before = [round(x, 2) for x in os.getloadavg()]
     try:
         if not args.source.is_file():
             raise SeqsmithError(f"source file {args.source} not found: pass --source or run beside ../shared")
@@ -107,14 +110,15 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "decode_scaling",
         "settings": {
-            "model_dir": str(args.model_dir),
+            "command": invocation(),
+            "model_dir": repo_path(args.model_dir),
             "sentences": len(sources),
             "runs": args.runs,
             "threads": args.threads,
         },
         "beam": [measure(generator, sources, beam, 32, args.runs) for beam in BEAMS],
         "batch": [measure(generator, sources, 5, size, args.runs) for size in BATCH_SIZES],
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "machine": machine(loadavg_before),
     }
     publish(report, args.out, args.markdown, "decode_scaling", markdown(report))
 

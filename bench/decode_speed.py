@@ -28,7 +28,7 @@ from typing import Any
 
 from measure import machine, repo_path, run_measured
 from peers import ensure
-from tables import BENCHMARKS_MD, figures_path, publish
+from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_write_text
@@ -118,7 +118,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{settings['sentences']} sentences from `{settings['source']}`, model `{settings['model_dir']}`, "
         f"{settings['threads']} threads, median of {settings['runs']} runs, same weights and batches, ids in "
         f"and out. Load average: {report['machine']['loadavg_before']} -> "
-        f"{report['machine']['loadavg_after']}. Produced by `python bench/decode_speed.py`. Identical: share "
+        f"{report['machine']['loadavg_after']}. Produced by `{settings['command']}`. Identical: share "
         "of outputs equal to seqsmith's; in brackets, among the sentences where seqsmith stopped before its "
         "length limit (the peers only take one limit a batch).",
         "",
@@ -201,6 +201,7 @@ def main() -> None:
     report = {
         "benchmark": "decode_speed",
         "settings": {
+            "command": invocation(),
             "model_dir": repo_path(args.model_dir),
             "source": repo_path(args.source),
             "sentences": len(sources),

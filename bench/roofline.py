@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 from measure import machine
-from tables import BENCHMARKS_MD, figures_path, publish
+from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
 from seqsmith.config import TransformerConfig
 from seqsmith.hardware import native_bf16
@@ -193,15 +193,15 @@ def shape_text(shape: dict[str, Any] | None) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    host = report["host"]
+    host, settings = report["host"], report["settings"]
     lines = [
         "## The host's limit (roofline)",
         "",
-        "`python bench/roofline.py`: matrix-multiply GFLOP/s of this host at a Transformer's mix of products "
-        f"(training: {shape_text(report['settings']['train_shape'])}, a batch of the train_throughput model; "
-        f"decoding: {shape_text(report['settings']['decode_shape'])}, decode_speed's model, a step of 500 "
-        f"sentences), {report['settings']['threads']} threads; each system's model GFLOP/s (FLOPs counted "
-        "from the architecture, bench/roofline.py) as a share of it in its own precision (auto: the best). "
+        f"`{settings['command']}`: matrix-multiply GFLOP/s of this host at a Transformer's mix of products "
+        f"(training: {shape_text(settings['train_shape'])}, a batch of the train_throughput model; decoding: "
+        f"{shape_text(settings['decode_shape'])}, decode_speed's model, a step of 500 sentences), "
+        f"{settings['threads']} threads; each system's model GFLOP/s (FLOPs counted from the architecture, "
+        "bench/roofline.py) as a share of it in its own precision (auto: the best). "
         f"Host: {report['machine']['processor']}.",
         "",
         "| mix | " + " | ".join(report["precisions"]) + " |",
@@ -258,6 +258,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "roofline",
         "settings": {
+            "command": invocation(),
             "threads": args.threads,
             "runs": runs,
             "seconds": seconds,

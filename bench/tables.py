@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,24 @@ def write_section(path: Path, name: str, body: str, first: bool = False) -> None
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     atomic_write_text(path, text)
+
+
+def invocation() -> str:
+    """The command that ran this benchmark, as typed from the repository root, for the line printed beside
+    its table: every flag that shapes the figures, none of ``--out`` / ``--markdown`` (where they go)."""
+    words, skip = [], False
+    for word in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif word in ("--out", "--markdown"):
+            skip = True
+        elif not word.startswith(("--out=", "--markdown=")):
+            words.append(shlex.quote(word))
+    script = Path(sys.argv[0]).resolve()
+    root = Path(__file__).resolve().parents[1]
+    shown = script.relative_to(root) if script.is_relative_to(root) else Path(script.name)
+    prefix = "SEQSMITH_BENCH_DOCS=DIR " if os.environ.get("SEQSMITH_BENCH_DOCS") else ""
+    return " ".join([f"{prefix}python {shown.as_posix()}", *words])
 
 
 def figures_path(name: str) -> Path:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import machine
-from tables import BENCHMARKS_MD, figures_path, publish
+from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "multi30k_en_de_tiny.yaml"
@@ -84,7 +84,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "## OpenMP wait policy",
         "",
-        f"`python bench/thread_policy.py`: configs/multi30k_en_de_tiny.yaml trained for {settings['steps']} "
+        f"`{settings['command']}`: configs/multi30k_en_de_tiny.yaml trained for {settings['steps']} "
         f"updates (median target tokens/s after the first 20) and its model decoding {settings['sentences']} "
         f"test2016 sentences, {settings['threads']} threads, fresh processes alternating, median of "
         f"{settings['repeats']}. Host: {report['machine']['processor']}; load "
@@ -123,7 +123,7 @@ def main() -> None:
     }
     report = {
         "benchmark": "thread_policy",
-        "settings": vars(args) | {"out": None, "markdown": None},
+        "settings": vars(args) | {"out": None, "markdown": None, "command": invocation()},
         "machine": machine(loadavg),
         "results": results,
         "runs": runs,

@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from measure import machine, run_measured
 from peers import PEERS, ensure
-from tables import BENCHMARKS_MD, figures_path, publish
+from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
 from seqsmith.config import config_from_dict, load_config
 from seqsmith.data.prepare import prepare
@@ -298,7 +298,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{settings['batch_tokens']} tokens, {settings['vocab_size']} joint SentencePiece pieces; median of "
         f"{settings['repeats']} runs (spread = (max - min) / median). Load average during the runs: "
         f"{report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. "
-        "Produced by `python bench/train_throughput.py`.",
+        f"Produced by `{settings['command']}`.",
         "",
         "| system | parameters | tokens/s | spread | own log tok/s | tgt tok/update | s/update | peak RSS |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -362,6 +362,7 @@ def main() -> None:
     report = {
         "benchmark": "train_throughput",
         "settings": {
+            "command": invocation(),
             "steps": args.steps,
             "warmup": args.warmup,
             "repeats": args.repeats,
