@@ -1,7 +1,10 @@
 """How seqsmith's decoding time grows with the beam size and with the number of sentences a batch.
 
-    python bench/decode_scaling.py --model-dir runs/multi30k_en_de/model            # 200 sentences
+    python bench/decode_scaling.py --model-dir runs/multi30k_en_de_tiny/model       # 200 sentences
     python bench/decode_scaling.py --model-dir DIR --limit 50 --runs 1              # a quick check
+
+The sentences are the first ``--limit`` sources of the model's prepared test split (its ``evaluate.split``:
+test2016 for the Multi30k models), or of a text file given by ``--source``.
 
 Beam sizes 1, 2, 4, 8, 16 at 32 sentences a batch, then 1, 8, 32, 128 sentences a batch at beam 5; the
 sentences are sorted by length and cut into batches of that many, so the only change is the one studied.
@@ -12,6 +15,7 @@ docs/benchmarks/decode_scaling.json and a section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -25,11 +29,10 @@ from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import read_lines
 from seqsmith.generation.generator import Generator
 from seqsmith.generation.search import generate_ids, pad
 
-ROOT = Path(__file__).resolve().parents[1]
-TEST_SOURCE = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
 BEAMS = [1, 2, 4, 8, 16]
 BATCH_SIZES = [1, 8, 32, 128]
 
@@ -67,8 +70,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "## Decoding time vs beam size and batch size (seqsmith, CPU)",
         "",
-        f"{settings['sentences']} test2016 sentences, model `{settings['model_dir']}`, {settings['threads']} "
-        f"threads, median of {settings['runs']} runs. Host: {report['machine']['processor']}; load "
+        f"The first {settings['sentences']} sentences of `{settings['source']}`, model "
+        f"`{settings['model_dir']}`, {settings['threads']} threads, median of {settings['runs']} runs. Host: "
+        f"{report['machine']['processor']}; load "
         f"{report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. Produced by "
         f"`{settings['command']}`.",
         "",
@@ -90,7 +94,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--source", type=Path, default=TEST_SOURCE)
+    parser.add_argument("--source", type=Path, help="one sentence a line (default: the model's test split)")
     parser.add_argument("--limit", type=int, default=200, help="the first N sentences")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -100,10 +104,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     loadavg_before = [round(x, 2) for x in os.getloadavg()]
     try:
-        if not args.source.is_file():
-            raise SeqsmithError(f"source file {args.source} not found: pass --source or run beside ../shared")
         generator = Generator.from_pretrained(args.model_dir)
-        texts = args.source.read_text(encoding="utf-8").splitlines()[: args.limit]
+        split = Path(generator.data_config.output_dir) / f"{generator.full_config.evaluate.split}.jsonl"
+        source = args.source or split
+        if not source.is_file():
+            raise SeqsmithError(f"{source} not found: prepare the model's data or pass --source FILE")
+        lines = read_lines(source, "source file")[: args.limit]
+        texts = lines if args.source else [json.loads(line)["source"] for line in lines]
     except SeqsmithError as error:
         sys.exit(f"decode_scaling: error: {error}")
     sources = [generator.encode(text) for text in texts]
@@ -112,6 +119,7 @@ def main() -> None:
         "settings": {
             "command": invocation(),
             "model_dir": repo_path(args.model_dir),
+            "source": repo_path(source),
             "sentences": len(sources),
             "runs": args.runs,
             "threads": args.threads,

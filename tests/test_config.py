@@ -113,6 +113,7 @@ def test_reference_config_documents_every_option() -> None:
     from seqsmith.config import (
         Config,
         ConvConfig,
+        DiscriminatorConfig,
         ObjectiveConfig,
         PretrainedConfig,
         RNNConfig,
@@ -138,6 +139,9 @@ def test_reference_config_documents_every_option() -> None:
         if objective.__module__ != "seqsmith.config":
             continue  # a test's plug-in
         assert all(f"#   {name}:" in text for name in objective.model_fields if name != "kind"), objective
+    start = text.index("#   discriminator: {")
+    discriminator = text[start : text.index("}", start)]
+    assert all(f"{name}:" in discriminator for name in DiscriminatorConfig.model_fields)
     for kind, transform in TransformConfig.kinds.items():  # each kind with its every option
         line = next(line for line in text.splitlines() if f"{{kind: {kind}," in line)
         assert all(f"{name}:" in line for name in transform.model_fields if name != "side"), kind

@@ -49,6 +49,9 @@ class Adversarial(SequenceLevel):
             )
         }
 
+    def lr_factor(self, unit: str) -> float:
+        return self.config.discriminator.lr_factor if unit == DISCRIMINATOR else 1.0
+
     def unit_for(self, step: int) -> str:
         c = self.config
         if step <= c.pretrain_discriminator:

@@ -87,6 +87,11 @@ class Objective(ABC):
         """Modules trained beside ``model`` (each gets an optimizer from the train section)."""
         return {}
 
+    def lr_factor(self, unit: str) -> float:
+        """An extra unit's learning rate as a multiple of the scheduled one: a module that starts from
+        random weights beside a trained model may need to move faster than it."""
+        return 1.0
+
     def unit_for(self, step: int) -> str:
         """The unit update ``step`` (1-based) trains; the others only feed it."""
         return MAIN

@@ -171,7 +171,11 @@ class Trainer:
         units: Units = {}
         for name, module in {MAIN: model, **self.objective.extra_units(model)}.items():
             module.to(self.device)
-            groups = part_groups(model, self.cfg) if name == MAIN else list(module.parameters())
+            groups = (
+                part_groups(model, self.cfg)
+                if name == MAIN
+                else [{"params": list(module.parameters()), "lr_factor": self.objective.lr_factor(name)}]
+            )
             wrapped = DistributedDataParallel(module) if self.world > 1 else module
             units[name] = Unit(module, build_optimizer(groups, self.cfg), wrapped)
         return units
