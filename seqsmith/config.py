@@ -536,8 +536,8 @@ class DiscriminatorConfig(Section):
     kernel_sizes: list[Annotated[int, Field(ge=1, le=16)]] = [2, 3, 4]  # cnn
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     # its learning rate as a multiple of train.lr: it starts from random weights, the generator usually
-    # from a trained model at a fine-tuning rate, where the discriminator learns too slowly to be a critic
-    lr_factor: float = Field(10.0, gt=0.0, le=1000.0)
+    # from a trained model at a fine-tuning rate
+    lr_factor: float = Field(1.0, gt=0.0, le=1000.0)
 
     @field_validator("kernel_sizes")
     @classmethod
