@@ -88,6 +88,23 @@ def test_the_units_take_turns_after_the_pretraining() -> None:
     assert turns == "DDD" + "DDG" * 3
 
 
+@pytest.mark.parametrize(
+    ("figures", "conditions"),
+    [
+        ({"discriminator_accuracy": 0.5}, set()),  # pretraining: a fresh discriminator starts at chance
+        ({"discriminator_accuracy": 0.48, "reward": 0.49}, {"chance_discriminator"}),
+        ({"discriminator_accuracy": 0.62, "reward": 0.45}, set()),
+        ({"discriminator_accuracy": 0.99, "reward": 0.01}, {"pinned_discriminator"}),
+        ({"discriminator_accuracy": 0.01}, {"pinned_discriminator"}),
+    ],
+)
+def test_a_discriminator_at_chance_or_pinned_is_reported(
+    figures: dict[str, float], conditions: set[str]
+) -> None:
+    objective = Adversarial(AdversarialObjectiveConfig(), TrainConfig(max_steps=1))
+    assert set(objective.advice(figures)) == conditions
+
+
 def test_the_discriminator_loss_is_the_cross_entropy_of_references_and_samples(generator: Path) -> None:
     loaded = load_model_dir(generator / "model")
     train = TrainConfig(max_steps=1, objective={"kind": "adversarial", "samples": 2})

@@ -119,6 +119,13 @@ class Adversarial(SequenceLevel):
                 "tells outputs apart; lower discriminator_steps or pretrain_discriminator, or raise its "
                 "dropout"
             )
+        # a reward in the window means the generator trains: a discriminator at chance then rewards noise
+        if accuracy is not None and "reward" in figures and abs(accuracy - 0.5) < 0.05:
+            found["chance_discriminator"] = (
+                f"the discriminator is right on only {100 * accuracy:.0f}% of its pairs while the generator "
+                "trains: its reward is noise; raise pretrain_discriminator, discriminator_steps or "
+                "discriminator.lr_factor, or try discriminator.arch: gru"
+            )
         return found
 
     def state_dict(self) -> dict[str, Any]:
