@@ -10,9 +10,10 @@ accumulation and torch.distributed give exactly the gradient of one large batch.
 A new objective is a config class (a subclass of ``seqsmith.config.ObjectiveConfig`` with its own ``kind``)
 and a subclass of ``Objective`` naming it in ``config_class``; nothing else changes. ``start`` loads what it
 only reads (a frozen teacher), ``extra_units`` names the modules it trains beside the model (and
-``lr_factor`` how fast each learns), ``unit_for(step)`` the unit an update steps, ``advice`` what a log row's figures warn of, and
-``state_dict`` / ``load_state_dict`` carry whatever it keeps between updates through checkpoints
-(tensors and plain values: checkpoints are read with ``weights_only=True``). See docs/objectives.md.
+``lr_factor`` how fast each learns), ``unit_for(step)`` the unit an update steps, ``advice`` what a log
+row's figures warn of, and ``state_dict`` / ``load_state_dict`` carry whatever it keeps between updates
+through checkpoints (tensors and plain values: checkpoints are read with ``weights_only=True``). See
+docs/objectives.md.
 """
 
 from __future__ import annotations
