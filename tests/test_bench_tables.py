@@ -31,3 +31,41 @@ def test_invocation_keeps_the_flags_and_drops_where_the_figures_go(
     words = shlex.split(shown)
     prefix = ["SEQSMITH_BENCH_DOCS=DIR"] if docs else []
     assert words == [*prefix, "python", "bench/decode_scaling.py", *flags]
+
+
+def test_the_frontier_is_the_upper_envelope_of_the_first_models_sampling() -> None:
+    from quality_diversity import against_the_frontier
+
+    results = {
+        "mle": {
+            "temperature 0.5": {"bleu2": 1.8, "distinct2": 0.10},
+            "temperature 1.2": {"bleu2": 1.5, "distinct2": 0.70},
+            "top-p 0.9": {"bleu2": 2.3, "distinct2": 0.40},
+            "beam 5": {"bleu2": 0.5, "distinct2": 0.01},
+        },
+        "gan": {
+            "temperature 1.2": {"bleu2": 1.6, "distinct2": 0.65},  # mle reaches 0.40 at >= 1.6
+            "temperature 1.0": {"bleu2": 2.0, "distinct2": 0.30},  # below 0.40
+            "temperature 0.5": {"bleu2": 2.9, "distinct2": 0.09},  # no mle setting is that good
+        },
+    }
+    verdicts = against_the_frontier(results, "mle")
+    assert set(verdicts) == {
+        "mle, beam 5",
+        "gan, temperature 1.2",
+        "gan, temperature 1.0",
+        "gan, temperature 0.5",
+    }
+    assert verdicts["mle, beam 5"] == {
+        "frontier_distinct2": 0.70,
+        "above_frontier": False,
+        "beyond_frontier_quality": False,
+    }
+    assert verdicts["gan, temperature 1.2"]["frontier_distinct2"] == 0.40
+    assert verdicts["gan, temperature 1.2"]["above_frontier"] is True
+    assert verdicts["gan, temperature 1.0"]["above_frontier"] is False
+    assert verdicts["gan, temperature 0.5"] == {
+        "frontier_distinct2": None,
+        "above_frontier": None,
+        "beyond_frontier_quality": True,
+    }
