@@ -169,7 +169,8 @@ def main() -> None:
         "seqsmith's Transformer step vs a plain PyTorch `nn.Transformer` step of the same size, "
         f"{args.threads} threads, median of {args.repeats} repeats of {args.steps} steps (spread in "
         f"brackets). Produced by `python bench/train_length_scaling.py --steps {args.steps} --warmup "
-        f"{args.warmup} --repeats {args.repeats}`; what each step contains is in its docstring.",
+        f"{args.warmup} --repeats {args.repeats}`; what each step contains is in its docstring. Host: "
+        f"{report['machine']['processor']}.",
         "",
         "| length | sentences a batch | seqsmith tokens/s | PyTorch nn.Transformer tokens/s | ratio |",
         "|---:|---:|---:|---:|---:|",

@@ -297,7 +297,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{settings['warmup']} warm-up updates, {settings['threads']} threads, batch budget "
         f"{settings['batch_tokens']} tokens, {settings['vocab_size']} joint SentencePiece pieces; median of "
         f"{settings['repeats']} runs (spread = (max - min) / median). Load average during the runs: "
-        f"{report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. "
+        f"{report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. Host: "
+        f"{report['machine']['processor']}. "
         f"Produced by `{settings['command']}`.",
         "",
         "| system | parameters | tokens/s | spread | own log tok/s | tgt tok/update | s/update | peak RSS |",
