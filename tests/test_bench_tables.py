@@ -1,5 +1,6 @@
-"""The command printed beside a benchmark table is the one that made it: every flag that shapes the figures,
-none of the output paths, spelt so that a shell gives the script the same words back."""
+"""Two things the benchmark tables rest on: the command printed beside a table is the one that made it (every
+flag that shapes the figures, none of the output paths, spelt so that a shell gives the script the same
+words back), and the quality-diversity frontier that decides whether a point counts as more diverse."""
 
 from __future__ import annotations
 
