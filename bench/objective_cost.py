@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from measure import machine, repo_path
-from tables import BENCHMARKS_MD, figures_path, write_section
+from tables import BENCHMARKS_MD, figures_path, invocation, write_section
 
 from seqsmith.config import TrainConfig
 from seqsmith.data.batching import collate
@@ -133,6 +133,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "objective_cost",
         "settings": {
+            "command": invocation(),
             "model_dir": repo_path(args.model_dir),
             "batch_tokens": args.batch_tokens,
             "warmup": args.warmup,
@@ -152,8 +153,7 @@ def main() -> None:
         f"`{report['settings']['model_dir']}`, {args.batch_tokens}-token batches (about "
         f"{report['settings']['sentences_per_batch']:.0f} sentences), {args.updates} timed Adam updates "
         f"after {args.warmup} untimed, median of {args.repeats} repeats, {args.threads} threads. Host: "
-        f"{report['machine']['processor']}. Produced by `python bench/objective_cost.py --model-dir "
-        f"{report['settings']['model_dir']}`.",
+        f"{report['machine']['processor']}. Produced by `{report['settings']['command']}`.",
         "",
         "| objective | s per update | x MLE |",
         "|---|---:|---:|",
