@@ -21,7 +21,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import torch
 from measure import machine
-from tables import BENCHMARKS_MD, figures_path, write_section
+from tables import BENCHMARKS_MD, figures_path, invocation, write_section
 
 from seqsmith.config import load_config
 from seqsmith.data.tokenizer import Tokenizers, encode_source
@@ -126,7 +125,7 @@ def main() -> None:
     ]
     body = "\n".join(
         [
-            f"## The model families (`{' '.join(['python bench/architectures.py', *sys.argv[1:]])}`)",
+            f"## The model families (`{invocation()}`)",
             "",
             f"Host: {results['machine']['processor']}, {args.threads} threads, {args.repeats} repeats "
             f"(load before {load}). Training: median target tokens/s of `seqsmith train` after 40 updates "

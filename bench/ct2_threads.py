@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import machine, repo_path
-from tables import BENCHMARKS_MD, figures_path, write_section
+from tables import BENCHMARKS_MD, figures_path, invocation, write_section
 
 from seqsmith.fileio import atomic_write_text
 
@@ -103,7 +103,7 @@ def main() -> None:
         "",
         f"`{report['settings']['export']}`, greedy, batches of 32, {args.limit} test2016 sentences, median "
         f"of {args.runs} processes that import only ctranslate2. Host: {report['machine']['processor']}. "
-        "Produced by `python bench/ct2_threads.py`.",
+        f"Produced by `{invocation()}`.",
         "",
         "| environment | 1 thread | 2 threads |",
         "|---|---:|---:|",

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 from peers import ensure
-from tables import figures_path, write_section
+from tables import figures_path, invocation, write_section
 
 from seqsmith.fileio import atomic_write_text
 from seqsmith.hardware import cpu_name
@@ -129,7 +129,7 @@ def section(result: dict[str, Any]) -> str:
         "binarize) and streams batches from the binarized files; JoeyNMT 2.3 loads and keeps the whole "
         "corpus in memory. `import torch` "
         f"alone is {result['baseline_import_torch']['peak_rss_mb']:.0f} MB of the iteration figures. "
-        "Produced by `python bench/data_memory.py`.",
+        f"Produced by `{invocation()}`.",
         "",
         "| pairs | seqsmith prepare: peak RSS | seqsmith epoch: peak RSS | JoeyNMT load + epoch: peak RSS "
         "| JoeyNMT / seqsmith peak | seqsmith seconds (prepare + epoch) | JoeyNMT seconds "

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from measure import machine, repo_path, run_measured
-from tables import BENCHMARKS_MD, figures_path, publish
+from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
 from seqsmith import api
 from seqsmith.errors import SeqsmithError
@@ -169,7 +169,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{settings['sentences']} test sentences; batch 1: the first {settings['latency_sentences']}. "
         f"Median of {settings['runs']} runs; length penalty average. Host: {report['machine']['processor']}, "
         f"load average {report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. "
-        "Produced by `python bench/lightweight.py` (bench/README.md). Sentences/s at batch 32 (b32) and "
+        f"Produced by `{invocation()}` (bench/README.md). Sentences/s at batch 32 (b32) and "
         "batch 1 (b1), and batch-1 latency in ms, at each thread count; BLEU is sacrebleu 13a on the "
         "batch-32 outputs; peak RSS is the 2-thread process's. Read with docs/lightweight.md, which "
         "says what the figures meet and what they leave open (the exports' slowdown at 2 threads).",

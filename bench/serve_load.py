@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
 from measure import machine, repo_path  # noqa: E402
-from tables import BENCHMARKS_MD, figures_path, write_section  # noqa: E402
+from tables import BENCHMARKS_MD, figures_path, invocation, write_section  # noqa: E402
 
 SENTENCES = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
 CLIENT_TIMEOUT = 60.0
@@ -381,8 +381,7 @@ def main() -> None:
     lines = [
         "## Serving under load (`bench/serve_load.py`)",
         "",
-        f"`python bench/serve_load.py {repo_path(args.model_dir)} --minutes {args.minutes:g} "
-        f"--baseline-minutes {args.baseline_minutes:g}`; host: {record['machine']['processor']}, "
+        f"`{invocation()}`; host: {record['machine']['processor']}, "
         f"{record['machine']['cpus']} cores; server and clients share them. "
         "One test2016 sentence a request, beam 5; every client waits for its answer before it sends again.",
         "",

@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 import yaml
 from measure import machine, repo_path, run_measured
 from peers import ensure
-from tables import DOCS, write_section
+from tables import DOCS, invocation, write_section
 from train_throughput import BASE_CONFIG, DATA, PEER_CONFIGS, Workspace, prepare_inputs
 
 from seqsmith.config import config_from_dict
@@ -223,10 +223,8 @@ def main() -> None:
         "## Time to quality (Multi30k en->de dev, greedy BLEU against wall-clock minutes)",
         "",
         f"seqsmith and JoeyNMT 2.3, same Transformer and recipe, {args.threads} threads, {args.minutes:g} "
-        "minutes each, one after the other. Produced by `python bench/time_to_quality.py "
-        f"--minutes {args.minutes:g} --threads {args.threads} --seqsmith-validate {args.seqsmith_validate} "
-        f"--joeynmt-validate {args.joeynmt_validate}` (the docstring says what is equal and how time is "
-        "counted).",
+        f"minutes each, one after the other. Produced by `{invocation()}` (the docstring says what is equal "
+        "and how time is counted).",
         "",
         "![dev BLEU against minutes](benchmarks/time_to_quality.png)",
         "",

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from measure import machine, repo_path
-from tables import DOCS, write_section
+from tables import DOCS, invocation, write_section
 from torch import Tensor, nn
 
 from seqsmith.allocator import keep_freed_memory
@@ -168,8 +168,7 @@ def main() -> None:
         "",
         "seqsmith's Transformer step vs a plain PyTorch `nn.Transformer` step of the same size, "
         f"{args.threads} threads, median of {args.repeats} repeats of {args.steps} steps (spread in "
-        f"brackets). Produced by `python bench/train_length_scaling.py --steps {args.steps} --warmup "
-        f"{args.warmup} --repeats {args.repeats}`; what each step contains is in its docstring. Host: "
+        f"brackets). Produced by `{invocation()}`; what each step contains is in its docstring. Host: "
         f"{report['machine']['processor']}.",
         "",
         "| length | sentences a batch | seqsmith tokens/s | PyTorch nn.Transformer tokens/s | ratio |",

@@ -349,11 +349,8 @@ def main() -> None:
                 not_runnable[system.name] = "skipped: this CPU has no native bfloat16 (AVX512-BF16, AMX)"
             elif system.precision == "auto":
                 not_runnable[system.name] = "skipped: without native bfloat16, auto is the fp32 row"
-    systems = [
-        s
-        for s in SYSTEMS
-        if (args.systems is None and s.name not in not_runnable) or (args.systems and s.name in args.systems)
-    ]
+    chosen = args.systems or [s.name for s in SYSTEMS if s.name not in not_runnable]
+    systems = [s for s in SYSTEMS if s.name in chosen]
     work = Workspace(args.work.resolve())
     try:
         vocab_size = prepare_inputs(work)
