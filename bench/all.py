@@ -53,7 +53,7 @@ STEPS = [
     Step(
         "decode_speed",
         ["--model-dir", TINY],
-        ["--limit", "100", "--runs", "2"],
+        ["--limit", "100", "--runs", "2", "--latency", "20"],
         {TINY: TRAIN_TINY},
     ),
     Step("decode_scaling", ["--model-dir", TINY], ["--limit", "50", "--runs", "1"], {TINY: TRAIN_TINY}),

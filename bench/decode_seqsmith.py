@@ -4,7 +4,8 @@
 
 Decodes the request's source ids with ``search_all`` (the engine under ``Generator``) in the request's
 batches, greedy or beam, ``keep_attention: false`` and length penalty "average"; writes, per beam, the
-seconds of every timed pass and the output ids of the last.
+seconds of every timed pass, the output ids of the last, and the seconds of each of the request's first
+``latency`` sentences decoded alone.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def main() -> None:
             found = search_all(generator.model, sources, config)  # batches itself exactly as requested
             seconds.append(time.perf_counter() - started)
             outputs = [nbest[0].tokens for nbest in found]
-        result[f"seqsmith/beam{beam}"] = {"seconds": seconds, "outputs": outputs}
+        latency: list[float] = []
+        for ids in sources[: request.get("latency", 0)]:  # one sentence a search: batch-1 latency
+            started = time.perf_counter()
+            search_all(generator.model, [ids], config)
+            latency.append(time.perf_counter() - started)
+        result[f"seqsmith/beam{beam}"] = {"seconds": seconds, "outputs": outputs, "latency_seconds": latency}
         print(f"seqsmith beam {beam}: {min(seconds):.2f} s", flush=True)
     Path(sys.argv[2]).write_text(json.dumps(result), encoding="utf-8")
 

@@ -10,7 +10,8 @@ length-sorted batches (seqsmith's ``generate.batch_tokens`` budget divided by th
 with length penalty "average" (= HF's length_penalty 1.0), on ``--threads`` threads; ids in, ids out, so
 tokenization is not timed. Figures: median of ``--runs`` timed passes, each system first decoding the first
 (longest) batch once untimed, model loading excluded; sentences/s and output tokens/s
-(EOS included), and the share of outputs identical to seqsmith's. Peers run in the hf virtualenv
+(EOS included), the share of outputs identical to seqsmith's, and the batch-1 latency (each of the first
+``--latency`` sentences decoded alone: median and 90th percentile). Peers run in the hf virtualenv
 (bench/peers.py) through bench/decode_worker.py. Writes docs/benchmarks/decode_speed.json and a table
 in docs/benchmarks.md.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -88,11 +90,20 @@ def run_system(
     return results, peak_rss_mb
 
 
-def figures(
-    seconds: list[float], outputs: list[list[int]], reference: list[list[int]], limits: list[int]
-) -> dict[str, Any]:
-    """Speed, and agreement with seqsmith: over all sentences, and over those where seqsmith stopped
-    before its length limit (the peers' limit is the batch's longest, so cut-off outputs may differ)."""
+def latency_ms(seconds: list[float]) -> dict[str, float] | None:
+    """Median and 90th percentile (nearest rank) of one-sentence decodes, in milliseconds."""
+    if not seconds:
+        return None
+    ranked = sorted(seconds)
+    p90 = ranked[min(len(ranked) - 1, math.ceil(0.9 * len(ranked)) - 1)]
+    return {"median": 1000 * statistics.median(ranked), "p90": 1000 * p90, "sentences": len(ranked)}
+
+
+def figures(row: dict[str, Any], reference: list[list[int]], limits: list[int]) -> dict[str, Any]:
+    """Speed, batch-1 latency, and agreement with seqsmith: over all sentences, and over those where
+    seqsmith stopped before its length limit (the peers' limit is the batch's longest, so cut-off outputs
+    may differ)."""
+    seconds, outputs = row["seconds"], row["outputs"]
     median = statistics.median(seconds)
     tokens = sum(len(ids) + 1 for ids in outputs)
     finished = [i for i, ids in enumerate(reference) if len(ids) < limits[i]]
@@ -107,6 +118,7 @@ def figures(
             sum(outputs[i] == reference[i] for i in finished) / len(finished) if finished else None
         ),
         "seqsmith_finished_share": len(finished) / len(reference),
+        "latency_ms": latency_ms(row.get("latency_seconds", [])),
     }
 
 
@@ -120,19 +132,23 @@ def markdown(report: dict[str, Any]) -> str:
         f"and out. Load average: {report['machine']['loadavg_before']} -> "
         f"{report['machine']['loadavg_after']}. Produced by `{settings['command']}`. Identical: share "
         "of outputs equal to seqsmith's; in brackets, among the sentences where seqsmith stopped before its "
-        "length limit (the peers only take one limit a batch).",
+        "length limit (the peers only take one limit a batch). Batch-1 latency: milliseconds to decode one "
+        f"sentence alone, median and 90th percentile over the first {settings.get('latency', 0)} sentences.",
         "",
-        "| system | search | sentences/s | tokens/s | seconds | identical (finished) | peak RSS |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| system | search | sentences/s | tokens/s | seconds | identical (finished) | batch-1 ms (p90) "
+        "| peak RSS |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, row in report["results"].items():
         system, beam = key.split("/")
         share = row["identical_where_seqsmith_finished"]
         finished = "-" if share is None else f"{100 * share:.1f}%"
+        latency = row.get("latency_ms")
+        alone = "-" if latency is None else f"{latency['median']:.1f} ({latency['p90']:.1f})"
         lines.append(
             f"| {system} | {'greedy' if beam == 'beam1' else beam.replace('beam', 'beam ')} | "
             f"{row['sentences_per_s']:.1f} | {row['tokens_per_s']:.0f} | {row['seconds']:.2f} | "
-            f"{100 * row['identical_to_seqsmith']:.1f}% ({finished}) | "
+            f"{100 * row['identical_to_seqsmith']:.1f}% ({finished}) | {alone} | "
             f"{report['peak_rss_mb'][system]:.0f} MB |"
         )
     return "\n".join(lines) + "\n"
@@ -149,6 +165,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
+    parser.add_argument(
+        "--latency", type=int, default=100, help="batch-1 latency over the first N sentences (0: none)"
+    )
     parser.add_argument("--systems", nargs="*", choices=PEER_SYSTEMS, default=PEER_SYSTEMS, help="peers")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "decode_speed")
     parser.add_argument("--out", type=Path, default=figures_path("decode_speed.json"))
@@ -176,6 +195,7 @@ def main() -> None:
             },
             "beams": args.beams,
             "runs": args.runs,
+            "latency": args.latency,
             "threads": args.threads,
             "max_length_a": generator.config.max_length_a,
             "max_length_b": generator.config.max_length_b,
@@ -195,7 +215,7 @@ def main() -> None:
         results = {}
         for key, row in outputs.items():
             reference = outputs[f"seqsmith/{key.split('/')[1]}"]["outputs"]
-            results[key] = figures(row["seconds"], row["outputs"], reference, limits)
+            results[key] = figures(row, reference, limits)
     except SeqsmithError as error:
         sys.exit(f"decode_speed: error: {error}")
     report = {
@@ -206,6 +226,7 @@ def main() -> None:
             "source": repo_path(args.source),
             "sentences": len(sources),
             "runs": args.runs,
+            "latency": args.latency,
             "threads": args.threads,
             "beams": args.beams,
             "length_penalty": "average (HF length_penalty=1.0)",

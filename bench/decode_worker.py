@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ def cut(ids: list[int], eos: int) -> list[int]:
     return ids[: ids.index(eos)] if eos in ids else ids
 
 
-def run_hf(request: dict[str, Any], beam: int, batches: list[list[int]]) -> tuple[list[float], list[Any]]:
+def hf_decoder(request: dict[str, Any], beam: int) -> Callable[[list[list[int]]], list[list[int]]]:
+    """transformers ``generate`` on one batch of source ids, the model loaded once."""
     from transformers import AutoModelForSeq2SeqLM, GenerationConfig
 
     model = AutoModelForSeq2SeqLM.from_pretrained(request["marian_dir"], local_files_only=True).eval()
@@ -50,30 +52,20 @@ def run_hf(request: dict[str, Any], beam: int, batches: list[list[int]]) -> tupl
         suppress_tokens=[special["pad"], special["bos"]],  # seqsmith never outputs PAD or BOS
         num_return_sequences=1,
     )
-    sources = request["sources"]
-    seconds: list[float] = []
-    outputs: list[Any] = [None] * len(sources)
-    for run in range(request["runs"] + 1):  # run 0: untimed warm-up on the first batch
-        started = time.perf_counter()
-        for indices in batches[:1] if run == 0 else batches:
-            batch = [sources[i] for i in indices]
-            width = max(len(ids) for ids in batch)
-            input_ids = torch.full((len(batch), width), model.config.pad_token_id, dtype=torch.long)
-            for row, ids in enumerate(batch):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask = torch.zeros_like(input_ids)
-            for row, ids in enumerate(batch):
-                mask[row, : len(ids)] = 1
-            settings.max_new_tokens = max_new_tokens(request, batch)
-            with torch.inference_mode():
-                generated = model.generate(
-                    input_ids=input_ids, attention_mask=mask, generation_config=settings
-                )
-            for index, row in zip(indices, generated[:, 1:].tolist()):
-                outputs[index] = cut(row, special["eos"])
-        if run:
-            seconds.append(time.perf_counter() - started)
-    return seconds, outputs
+
+    def decode(batch: list[list[int]]) -> list[list[int]]:
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), model.config.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
+        settings.max_new_tokens = max_new_tokens(request, batch)
+        with torch.inference_mode():
+            generated = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=settings)
+        return [cut(row, special["eos"]) for row in generated[:, 1:].tolist()]
+
+    return decode
 
 
 def convert_ct2(request: dict[str, Any], out_dir: Path, quantization: str) -> None:
@@ -107,9 +99,10 @@ def convert_ct2(request: dict[str, Any], out_dir: Path, quantization: str) -> No
     Converter(request["marian_dir"]).convert(str(out_dir), quantization=quantization, force=True)
 
 
-def run_ct2(
-    request: dict[str, Any], beam: int, batches: list[list[int]], compute_type: str
-) -> tuple[list[float], list[Any]]:
+def ct2_decoder(
+    request: dict[str, Any], beam: int, compute_type: str
+) -> Callable[[list[list[int]]], list[list[int]]]:
+    """CTranslate2 on one batch of source ids, the converted model loaded once."""
     import ctranslate2
 
     out_dir = Path(request["work"]) / f"ct2-{compute_type}"
@@ -122,26 +115,43 @@ def run_ct2(
     )
     vocab, special = request["vocab"], request["special"]
     index = {piece: i for i, piece in enumerate(vocab)}
+
+    def decode(batch: list[list[int]]) -> list[list[int]]:
+        results = translator.translate_batch(
+            [[vocab[i] for i in ids] for ids in batch],
+            beam_size=beam,
+            length_penalty=1.0,
+            max_decoding_length=max_new_tokens(request, batch),
+            suppress_sequences=[[vocab[special["pad"]]], [vocab[special["bos"]]]],
+            max_batch_size=0,
+        )
+        return [[index[piece] for piece in result.hypotheses[0]] for result in results]
+
+    return decode
+
+
+def timed(
+    decode: Callable[[list[list[int]]], list[list[int]]], request: dict[str, Any], beam: int
+) -> dict[str, Any]:
+    """Seconds of every timed pass over the request's batches (after one untimed pass over the first), the
+    outputs of the last, and the seconds of each of the first ``latency`` sentences decoded alone."""
     sources = request["sources"]
+    batches = request["batches"][str(beam)]
+    decode([sources[i] for i in batches[0]])
     seconds: list[float] = []
     outputs: list[Any] = [None] * len(sources)
-    for run in range(request["runs"] + 1):  # run 0: untimed warm-up on the first batch
+    for _ in range(request["runs"]):
         started = time.perf_counter()
-        for indices in batches[:1] if run == 0 else batches:
-            batch = [[vocab[i] for i in sources[k]] for k in indices]
-            results = translator.translate_batch(
-                batch,
-                beam_size=beam,
-                length_penalty=1.0,
-                max_decoding_length=max_new_tokens(request, [sources[k] for k in indices]),
-                suppress_sequences=[[vocab[special["pad"]]], [vocab[special["bos"]]]],
-                max_batch_size=0,
-            )
-            for k, result in zip(indices, results):
-                outputs[k] = [index[piece] for piece in result.hypotheses[0]]
-        if run:
-            seconds.append(time.perf_counter() - started)
-    return seconds, outputs
+        for indices in batches:
+            for k, ids in zip(indices, decode([sources[i] for i in indices])):
+                outputs[k] = ids
+        seconds.append(time.perf_counter() - started)
+    latency: list[float] = []
+    for ids in sources[: request.get("latency", 0)]:
+        started = time.perf_counter()
+        decode([ids])
+        latency.append(time.perf_counter() - started)
+    return {"seconds": seconds, "outputs": outputs, "latency_seconds": latency}
 
 
 def main() -> None:
@@ -156,13 +166,12 @@ def main() -> None:
     result: dict[str, Any] = {}
     for system in request["systems"]:
         for beam in request["beams"]:
-            batches = request["batches"][str(beam)]
             if system == "hf":
-                seconds, outputs = run_hf(request, beam, batches)
+                decode = hf_decoder(request, beam)
             else:
-                seconds, outputs = run_ct2(request, beam, batches, system.removeprefix("ct2-"))
-            result[f"{system}/beam{beam}"] = {"seconds": seconds, "outputs": outputs}
-            print(f"{system} beam {beam}: {min(seconds):.2f} s", flush=True)
+                decode = ct2_decoder(request, beam, system.removeprefix("ct2-"))
+            result[f"{system}/beam{beam}"] = found = timed(decode, request, beam)
+            print(f"{system} beam {beam}: {min(found['seconds']):.2f} s", flush=True)
     Path(sys.argv[2]).write_text(json.dumps(result), encoding="utf-8")
 
 

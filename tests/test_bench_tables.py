@@ -70,3 +70,40 @@ def test_the_frontier_is_the_upper_envelope_of_the_first_models_sampling() -> No
         "above_frontier": None,
         "beyond_frontier_quality": True,
     }
+
+
+def test_decode_speed_reports_batch1_latency_as_median_and_nearest_rank_p90() -> None:
+    from decode_speed import figures, latency_ms, markdown
+
+    seconds = [0.001 * (i + 1) for i in range(20)]  # 1..20 ms, shuffled below
+    shuffled = seconds[10:] + seconds[:10]
+    latency = latency_ms(shuffled)
+    assert latency == pytest.approx({"median": 10.5, "p90": 18.0, "sentences": 20})
+    assert latency_ms([]) is None
+
+    reference = [[5, 6], [7]]
+    row = {"seconds": [2.0, 1.0, 3.0], "outputs": [[5, 6], [8]], "latency_seconds": shuffled}
+    found = figures(row, reference, limits=[10, 10])
+    assert found["seconds"] == 2.0 and found["sentences_per_s"] == 1.0
+    assert found["identical_to_seqsmith"] == 0.5
+    assert found["latency_ms"] == latency
+    without = figures({"seconds": [1.0], "outputs": reference}, reference, limits=[10, 10])
+    assert without["latency_ms"] is None  # a figures file from before the latency pass
+
+    report = {
+        "settings": {
+            "sentences": 2,
+            "source": "s",
+            "model_dir": "m",
+            "threads": 2,
+            "runs": 3,
+            "command": "python bench/decode_speed.py",
+            "latency": 20,
+        },
+        "machine": {"loadavg_before": [0, 0, 0], "loadavg_after": [0, 0, 0]},
+        "results": {"seqsmith/beam5": found, "hf/beam5": without},
+        "peak_rss_mb": {"seqsmith": 500.0, "hf": 700.0},
+    }
+    rows = {line.split(" | ")[0]: line for line in markdown(report).splitlines() if line.startswith("| ")}
+    assert "| 10.5 (18.0) | 500 MB |" in rows["| seqsmith"]
+    assert "| - | 700 MB |" in rows["| hf"]
