@@ -74,6 +74,32 @@ def test_each_field_is_cut_to_its_own_length_behind_its_marker(tmp_path: Path) -
         assert split.source(index).tolist() == expected
 
 
+def test_with_sentencepiece_a_field_holds_its_own_pieces_behind_its_marker_symbol(tmp_path: Path) -> None:
+    """SentencePiece encodes ``<facts>`` as a bare word-start piece and then the symbol: the fields must be
+    found by the symbol, and the piece left out (the route of an earlier bug: cut at every word start)."""
+    import sentencepiece as spm
+
+    from seqsmith.models.model_dir import build_from_config
+
+    raw = fields_config(tmp_path, segment_embeddings=True).model_dump(mode="json")
+    raw["data"]["tokenizer"] = {"kind": "sentencepiece", "vocab_size": 40, "byte_fallback": False}
+    config = config_from_dict(raw, "fields test config")
+    api.prepare(config, show_progress=False)
+    data = Path(config.data.output_dir)
+    processor = spm.SentencePieceProcessor(model_file=str(next((data / TOKENIZER).glob("*.model"))))
+    context, facts = processor.piece_to_id("<context>"), processor.piece_to_id("<facts>")
+    assert processor.encode("<facts>") != [facts]  # the case this test is about
+    model = build_from_config(config, Tokenizers.load(data / TOKENIZER))
+    split = BinarizedSplit(data, "dev")
+    rows = [json.loads(line) for line in (tmp_path / "corpus" / "dev.jsonl").read_text().splitlines()]
+    for index, row in enumerate(rows):
+        first, second = processor.encode(row["context"])[-4:], processor.encode(row["facts"])[:5]
+        source = split.source(index).tolist()
+        assert source == [context, *first, facts, *second, EOS_ID]
+        segments = model.segments(torch.tensor([source]))  # type: ignore[operator]
+        assert segments.tolist() == [[1] * (1 + len(first)) + [2] * (2 + len(second))]
+
+
 @pytest.fixture(scope="module")
 def fields_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = fields_config(tmp_path_factory.mktemp("fields"), segment_embeddings=True)
@@ -341,6 +367,8 @@ def test_cut_fields_keeps_each_side_and_a_zero_length_field_keeps_its_marker() -
         12: FieldConfig(name="c", max_length=2),
     }
     assert cut_fields([9, 10, 1, 2, 3, 11, 4, 5, 12, 6, 7, 8], markers) == [9, 10, 2, 3, 11, 12, 6, 7]
+    spaced = [0, 10, 1, 2, 3, 0, 11, 4, 0, 12, 6, 0, 7]  # 0: a piece a tokenizer puts before each marker
+    assert cut_fields(spaced, markers, before={0}) == [10, 2, 3, 11, 12, 6, 0]
 
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

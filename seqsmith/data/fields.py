@@ -11,7 +11,7 @@ apart find them by their markers (segment embeddings of the Transformer).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from seqsmith.config import FieldConfig
 from seqsmith.errors import SeqsmithError
@@ -90,9 +90,11 @@ def joined(texts: Mapping[str, str], fields: Sequence[FieldConfig]) -> str:
     return " ".join(f"{field_marker(f.name)} {texts[f.name].strip()}".rstrip() for f in fields)
 
 
-def cut_fields(ids: list[int], markers: Mapping[int, FieldConfig]) -> list[int]:
+def cut_fields(ids: list[int], markers: Mapping[int, FieldConfig], before: Collection[int] = ()) -> list[int]:
     """Each field's tokens (those after its marker's id) cut to its ``max_length`` from its
-    ``truncate_from`` side; what comes before the first marker (a corpus tag) is kept."""
+    ``truncate_from`` side; what comes before the first marker (a corpus tag) is kept. An id of ``before``
+    right before a marker (SentencePiece's bare word-start piece, which the space before a marker
+    becomes) is dropped, so that a field holds its own text's tokens only."""
     out: list[int] = []
     run: list[int] = []
     current: FieldConfig | None = None
@@ -100,6 +102,8 @@ def cut_fields(ids: list[int], markers: Mapping[int, FieldConfig]) -> list[int]:
         if token not in markers and token != -1:
             run.append(token)
             continue
+        if token != -1 and run and run[-1] in before:
+            run.pop()
         if current is not None and current.max_length is not None and len(run) > current.max_length:
             keep = current.max_length
             run = run[len(run) - keep :] if current.truncate_from == "left" else run[:keep]

@@ -66,9 +66,23 @@ class Tokenizer(ABC):
 
     def __init__(self, lowercase: bool = False) -> None:
         self.lowercase = lowercase
+        self._symbol_ids: dict[str, int] = {}
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
+
+    def symbol_id(self, symbol: str) -> int:
+        """The id of a symbol the vocabulary holds whole (a field's marker). Not ``encode(symbol)[0]``:
+        SentencePiece encodes ``<history>`` as the word-start piece, then the symbol."""
+        if symbol not in self._symbol_ids:
+            found = [i for i in self.encode(symbol) if self.piece(i) == symbol]
+            if len(found) != 1:
+                raise SeqsmithError(
+                    f"{symbol} is not one symbol of the {self.kind} vocabulary; prepare the data again "
+                    "with the config that declares it (seqsmith prepare CONFIG)"
+                )
+            self._symbol_ids[symbol] = found[0]
+        return self._symbol_ids[symbol]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(text) for text in texts]
@@ -581,7 +595,10 @@ def within_fields(tokenizers: Tokenizers, ids: list[int], data: DataConfig) -> l
     """Source tokens with each field held to its own length (``data.fields``; none: unchanged)."""
     if not data.fields:
         return ids
-    return cut_fields(ids, {tokenizers.source.encode(field_marker(f.name))[0]: f for f in data.fields})
+    source = tokenizers.source
+    markers = {source.symbol_id(field_marker(f.name)): f for f in data.fields}
+    before = {i for f in data.fields for i in source.encode(field_marker(f.name)) if i not in markers}
+    return cut_fields(ids, markers, before)
 
 
 def source_input(tokenizers: Tokenizers, ids: list[int], data: DataConfig) -> list[int]:

@@ -144,7 +144,7 @@ def build_from_config(config: Config, tokenizers: Tokenizers, model_dir: Path | 
     model = build_model(config.model, *sizes, joint_vocabulary=tokenizers.joint)
     if config.data.fields:
         model.read_fields(
-            {f.name: tokenizers.source.encode(field_marker(f.name))[0] for f in config.data.fields}
+            {f.name: tokenizers.source.symbol_id(field_marker(f.name)) for f in config.data.fields}
         )
     return model
 
