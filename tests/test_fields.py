@@ -99,6 +99,16 @@ def test_with_sentencepiece_a_field_holds_its_own_pieces_behind_its_marker_symbo
         segments = model.segments(torch.tensor([source]))  # type: ignore[operator]
         assert segments.tolist() == [[1] * (1 + len(first)) + [2] * (2 + len(second))]
 
+    raw["data"]["tokenizer"]["path"] = str(data / TOKENIZER)  # another prepare with this tokenizer: the same
+    raw["data"]["output_dir"] = str(tmp_path / "again")
+    api.prepare(config_from_dict(raw, "same tokenizer"), show_progress=False)
+    assert BinarizedSplit(tmp_path / "again", "dev").source(3).tolist() == split.source(3).tolist()
+    raw["data"]["fields"] = [*FIELDS, {"name": "extra", "required": False}]
+    with pytest.raises(
+        SeqsmithError, match=r"'<extra>' \(a tag, blank token or field marker of data\) is not"
+    ):
+        api.prepare(config_from_dict(raw, "a marker the tokenizer lacks"), show_progress=False)
+
 
 @pytest.fixture(scope="module")
 def fields_model(tmp_path_factory: pytest.TempPathFactory) -> Path:

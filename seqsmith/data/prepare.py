@@ -319,12 +319,14 @@ def _tokenizers(config: Config, progress: bool) -> Tokenizers:
 def _holding_symbols(tokenizers: Tokenizers, data: DataConfig, where: str) -> Tokenizers:
     """A tokenizer made elsewhere, if it holds every symbol the data needs (tags, blanks, field markers)."""
     for symbol in data.symbols:
-        if len(ids := tokenizers.source.encode(symbol)) != 1 or ids[0] == tokenizers.source.unk_id:
+        try:
+            tokenizers.source.symbol_id(symbol)  # SentencePiece puts a word-start piece before it: fine
+        except SeqsmithError:
             raise SeqsmithError(
                 f"{symbol!r} (a tag, blank token or field marker of data) is not one piece of the tokenizer "
                 f"{where} (it encodes as {tokenizers.source.pieces(symbol)}); pick a token that vocabulary "
                 "holds whole"
-            )
+            ) from None
     return tokenizers
 
 
