@@ -66,7 +66,7 @@ class Tokenizer(ABC):
 
     def __init__(self, lowercase: bool = False) -> None:
         self.lowercase = lowercase
-        self._symbol_ids: dict[str, int] = {}
+        self._symbols: dict[str, tuple[int, frozenset[int]]] = {}
 
     @abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -74,15 +74,20 @@ class Tokenizer(ABC):
     def symbol_id(self, symbol: str) -> int:
         """The id of a symbol the vocabulary holds whole (a field's marker). Not ``encode(symbol)[0]``:
         SentencePiece encodes ``<history>`` as the word-start piece, then the symbol."""
-        if symbol not in self._symbol_ids:
-            found = [i for i in self.encode(symbol) if self.piece(i) == symbol]
+        return self.symbol_encoding(symbol)[0]
+
+    def symbol_encoding(self, symbol: str) -> tuple[int, frozenset[int]]:
+        """``symbol_id`` and the other ids of ``encode(symbol)`` (SentencePiece's word-start piece)."""
+        if symbol not in self._symbols:
+            ids = self.encode(symbol)
+            found = [i for i in ids if self.piece(i) == symbol]
             if len(found) != 1:
                 raise SeqsmithError(
                     f"{symbol} is not one symbol of the {self.kind} vocabulary; prepare the data again "
                     "with the config that declares it (seqsmith prepare CONFIG)"
                 )
-            self._symbol_ids[symbol] = found[0]
-        return self._symbol_ids[symbol]
+            self._symbols[symbol] = found[0], frozenset(ids) - {found[0]}
+        return self._symbols[symbol]
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [self.encode(text) for text in texts]
@@ -595,10 +600,9 @@ def within_fields(tokenizers: Tokenizers, ids: list[int], data: DataConfig) -> l
     """Source tokens with each field held to its own length (``data.fields``; none: unchanged)."""
     if not data.fields:
         return ids
-    source = tokenizers.source
-    markers = {source.symbol_id(field_marker(f.name)): f for f in data.fields}
-    before = {i for f in data.fields for i in source.encode(field_marker(f.name)) if i not in markers}
-    return cut_fields(ids, markers, before)
+    encodings = [(tokenizers.source.symbol_encoding(field_marker(f.name)), f) for f in data.fields]
+    before = frozenset().union(*(others for (_, others), _ in encodings))
+    return cut_fields(ids, {marker: f for (marker, _), f in encodings}, before)
 
 
 def source_input(tokenizers: Tokenizers, ids: list[int], data: DataConfig) -> list[int]:
