@@ -147,10 +147,15 @@ def test_padding_changes_nothing(config: RNNConfig | TransformerConfig | ConvCon
     assert torch.allclose(stepped[0], alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("picked", [[2, 0, 0, 3, 1], [2, 0, 0, 1], [0, 3, 2]], ids=["more", "same", "fewer"])
+@pytest.mark.parametrize("method", ["select", "reorder"])
 @pytest.mark.parametrize("config", CONFIGS, ids=_name)
-def test_select_follows_rows(config: RNNConfig | TransformerConfig | ConvConfig) -> None:
+def test_select_follows_rows(
+    config: RNNConfig | TransformerConfig | ConvConfig, method: str, picked: list[int]
+) -> None:
     """Decode 3 steps, permute (and duplicate/drop) rows of state and memory, decode on: each row
-    continues exactly as its source row would have."""
+    continues exactly as its source row would have, whether the state is copied (select) or reordered
+    (in place where the model can)."""
     model = _model(config)
     src, mask = _batch([6, 3, 5, 2], seed=5)
     tgt_in, _ = _batch([7, 7, 7, 7], seed=6)
@@ -160,11 +165,37 @@ def test_select_follows_rows(config: RNNConfig | TransformerConfig | ConvConfig)
         _, state = model.decode_step(tgt_in[:, 0], memory, None)
         for t in range(1, 3):
             _, state = model.decode_step(tgt_in[:, t], memory, state)
-        rows = torch.tensor([2, 0, 0, 3, 1])
-        memory, state = memory.select(rows), state.select(rows)
+        rows = torch.tensor(picked)
+        memory, state = memory.select(rows), getattr(state, method)(rows)
         for t in range(3, 7):
             log_probs, state = model.decode_step(tgt_in[rows, t], memory, state)
             assert torch.allclose(log_probs, reference[rows, t], atol=1e-5)
+
+
+def test_transformer_reorders_in_place_only_when_no_other_state_reads_its_buffer() -> None:
+    """``reorder`` moves rows within the state's own buffer when it alone holds it; while an older state
+    still reads the buffer it copies, and both routes decode on exactly."""
+    model = _model(TRANSFORMER_CONFIGS[0])
+    src, mask = _batch([6, 3, 5, 2], seed=5)
+    tgt_in, _ = _batch([7, 7, 7, 7], seed=6)
+    rows = torch.tensor([0, 3, 2])
+    with torch.no_grad():
+        reference, _ = _decode(model, src, mask, tgt_in)
+        memory = model.encode(src, mask)
+        _, older = model.decode_step(tgt_in[:, 0], memory, None)
+        _, state = model.decode_step(tgt_in[:, 1], memory, older)
+        copied = state.reorder(rows)
+        assert isinstance(state, TransformerState) and isinstance(copied, TransformerState)
+        assert copied.cache is not state.cache
+        del older
+        moved = state.reorder(rows)
+        assert isinstance(moved, TransformerState) and moved.cache is state.cache
+        del state
+        memory = memory.select(rows)
+        for decoded in (copied, moved):
+            for t in range(2, 7):
+                log_probs, decoded = model.decode_step(tgt_in[rows, t], memory, decoded)
+                assert torch.allclose(log_probs, reference[rows, t], atol=1e-5)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_name)

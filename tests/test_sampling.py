@@ -10,6 +10,7 @@ from toy_model import ToyModel, batch, teacher_forced
 
 from seqsmith.config import GenerateConfig
 from seqsmith.generation import generate_ids
+from seqsmith.generation.sampling import fill_holes
 from seqsmith.models.interface import Seq2SeqModel
 
 SENTENCES = [[4, 5], [5, 4, 4, 5, 4], [4], [6, 5, 4]]
@@ -104,3 +105,15 @@ def test_sampled_frequencies_match_the_distribution(temperature: float, top_k: i
     assert int(support.sum()) >= 2
     chi_square = float(((counts[support] - expected[support]) ** 2 / expected[support]).sum())
     assert chi_square < 25.0  # far beyond the 0.1% point for <= 7 degrees of freedom (24.3)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_rows_that_go_on_stay_in_place_unless_they_fill_an_ended_row(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    size = int(torch.randint(1, 12, (1,), generator=generator))
+    ended = (torch.rand(size, generator=generator) < 0.4).tolist()
+    keep = fill_holes(ended)
+    assert sorted(keep) == [a for a, flag in enumerate(ended) if not flag]
+    staying = [a for a in range(len(keep)) if not ended[a]]
+    assert [keep[a] for a in staying] == staying
+    assert sum(keep[a] != a for a in range(len(keep))) == sum(ended[: len(keep)])

@@ -212,7 +212,7 @@ def beam_search(
             rows, tokens, token_lp = rows.view(active, k)[keep].view(-1), tokens[keep], token_lp[kept_rows]
             ids, log_prob, search_score = ids[keep], log_prob[keep], search_score[keep]
             memory, limits = memory.select(kept_rows), limits.select(kept_rows)
-        state = state.select(rows)
+        state = state.reorder(rows)
         prev = tokens.reshape(-1)
         history = history.select(rows).extend(prev, token_lp, None if attention is None else attention[rows])
     return finished.hypotheses(config.nbest, src_mask)

@@ -35,6 +35,10 @@ class EnsembleState(Reorderable):
     members: list[Any]
     attention: Tensor | None  # the members' mean attention, when they all expose one of the same shape
 
+    def reorder(self, indices: Tensor) -> EnsembleState:
+        attention = None if self.attention is None else self.attention.index_select(0, indices)
+        return EnsembleState([member.reorder(indices) for member in self.members], attention)
+
 
 class EnsembleModel(Seq2SeqModel):
     def __init__(self, models: Sequence[Seq2SeqModel]) -> None:

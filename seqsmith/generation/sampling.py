@@ -64,19 +64,27 @@ def sample(
         flags = ended.tolist()
         done = [a for a, flag in enumerate(flags) if flag]
         _collect(history, done, ids, results, memory.mask, src_mask, config, draws)
-        keep = [a for a, flag in enumerate(flags) if not flag]
+        keep = fill_holes(flags)
         if not keep:
             break
         rows = torch.tensor(keep, device=device)
         ids = [ids[a] for a in keep]
         memory, limits, history = memory.select(rows), limits.select(rows), history.select(rows)
-        state, prev = state.select(rows), tokens[rows]
+        state, prev = state.reorder(rows), tokens[rows]
 
     out: list[list[Hypothesis]] = []
     for b in range(batch):
         found = [h for h in results[b * draws : (b + 1) * draws] if h is not None]
         out.append(sorted(found, key=lambda h: -h.score))
     return out
+
+
+def fill_holes(ended: list[bool]) -> list[int]:
+    """The rows that go on, each left where it is unless it moves into the place of an ended row, so that
+    reordering the decoding state in place moves as many rows as ended, not every row after the first."""
+    live = len(ended) - sum(ended)
+    movers = iter([a for a in range(live, len(ended)) if not ended[a]])
+    return [next(movers) if ended[a] else a for a in range(live)]
 
 
 def draw(scores: Tensor, config: GenerateConfig, generator: torch.Generator | None) -> Tensor:

@@ -1,6 +1,6 @@
 """The one entry point of generation: ids in, ranked hypotheses out, for every algorithm and model.
 
-Search sees only the model interface (encode / decode_step / state.select), so it works unchanged with
+Search sees only the model interface (encode / decode_step / state.reorder), so it works unchanged with
 every architecture and with ensembles. ``length_batches`` and ``pad`` are the batching every engine shares.
 """
 

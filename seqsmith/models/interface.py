@@ -4,8 +4,9 @@
   expanded for beams with ``memory.repeat_rows``;
 - ``decode_step(prev_ids, memory, state, need_attention) -> (log_probs, state)``: one step; ``state`` is
   ``None`` at the first step and is an incremental cache (RNN hidden state, key/value cache) that search
-  reorders with ``state.select(indices)``; with ``need_attention`` the state also carries the step's
-  cross-attention (a per-call argument, so concurrent callers of one model never race on a flag);
+  reorders with ``state.reorder(indices)`` (``select`` where the old state is kept too); with
+  ``need_attention`` the state also carries the step's cross-attention (a per-call argument, so
+  concurrent callers of one model never race on a flag);
 - ``forward(src, src_mask, tgt_in) -> scores``: teacher-forced; ``log_softmax(scores)`` is the model's
   distribution over the output vocabulary (logits for most models, log-probabilities for copy models).
 """
@@ -65,6 +66,11 @@ class Reorderable:
     def select(self: T, indices: Tensor) -> T:
         changes = {f.name: _select(getattr(self, f.name), indices) for f in dataclasses.fields(self)}
         return dataclasses.replace(self, **changes)
+
+    def reorder(self: T, indices: Tensor) -> T:
+        """``select`` for a caller that drops ``self`` afterwards: a model may then move rows within the
+        buffers it holds instead of gathering them into new ones (a decoding state is search's largest)."""
+        return self.select(indices)
 
 
 @dataclasses.dataclass

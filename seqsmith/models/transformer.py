@@ -11,7 +11,9 @@ additive key-padding bias for the rest). Decoding is incremental:
 - the self-attention keys/values of all layers live in one preallocated buffer (layers, 2, rows, heads,
   capacity, head_dim): a step writes its column in place, and ``state.select`` gathers rows into a buffer
   taken from a small pool. Fresh tens-of-MB allocations page-fault on every step, which made beam
-  reordering ~5x slower than gathering into reused memory.
+  reordering ~5x slower than gathering into reused memory. ``state.reorder`` (search's call, which drops
+  the old state) moves rows within the one buffer when few of them move, as when rows end in greedy
+  search and sampling, so that a batch holds one buffer rather than two.
 """
 
 from __future__ import annotations
@@ -245,6 +247,7 @@ class _Cache:
 
     def __init__(self, pool: _CachePool, tensor: Tensor) -> None:
         self.pool, self.tensor = pool, tensor
+        self.holders = 0  # live states on this buffer: one alone may reorder its rows in place
 
     def __del__(self) -> None:
         self.pool.give_back(self.tensor)
@@ -359,6 +362,29 @@ class TransformerState(Reorderable):
     attention: Tensor | None = None  # (batch, src_len), last decoder layer, averaged over heads
     head_attention: Tensor | None = None  # (batch, heads, src_len)
     extendable: bool = True
+
+    def __post_init__(self) -> None:
+        self.cache.holders += 1
+
+    def __del__(self) -> None:
+        self.cache.holders -= 1
+
+    def reorder(self, indices: Tensor) -> TransformerState:
+        """In place when this state alone holds its buffer and at most half its rows change (rows ending
+        in greedy search and sampling): the moved rows go out to a small buffer and back, in place of a
+        gather of every row into a second full buffer. Beam search moves most rows: a gather is faster."""
+        buffer = self.cache.tensor
+        moved = (indices != torch.arange(indices.numel(), device=indices.device)).nonzero().squeeze(1)
+        if self.cache.holders > 1 or indices.numel() > buffer.size(2) or 2 * moved.numel() > indices.numel():
+            return self.select(indices)
+        with torch.no_grad():
+            if moved.numel():
+                written = buffer[:, :, :, :, : self.length]
+                written.index_copy_(2, moved, written.index_select(2, indices.index_select(0, moved)))
+            attention = None if self.attention is None else self.attention.index_select(0, indices)
+            heads = None if self.head_attention is None else self.head_attention.index_select(0, indices)
+        self.extendable = False
+        return TransformerState(self.cache, self.length, attention, heads)
 
     def select(self, indices: Tensor) -> TransformerState:
         with torch.no_grad():
@@ -526,12 +552,15 @@ class TransformerModel(Seq2SeqModel):
     def _keys_values(
         self, states: Tensor, crosses: list[_CrossAttention]
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """Every decoder layer's cross-attention keys and values, (batch, heads, src_len, head_dim) each."""
+        """Every decoder layer's cross-attention keys and values, (batch, heads, src_len, head_dim) each.
+
+        Each layer's projection is written into one buffer as it comes: the largest thing ``encode`` makes
+        then exists once (concatenating the layers' projections and then permuting held it three times)."""
         batch, length, _ = states.shape
         heads, head_dim = self.config.heads, self.config.d_model // self.config.heads
-        kv = torch.cat([cross.kv(states) for cross in crosses], dim=-1)  # also int8 (quantized) layers
-        kv = kv.view(batch, length, len(crosses), 2, heads, head_dim)
-        kv = kv.permute(2, 3, 0, 4, 1, 5).contiguous()  # (layers, 2, batch, heads, src_len, head_dim)
+        kv = states.new_empty(len(crosses), 2, batch, heads, length, head_dim)
+        for layer, cross in zip(kv, crosses, strict=True):  # cross.kv: also int8 (quantized) layers
+            layer.copy_(cross.kv(states).view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4))
         return list(kv[:, 0].unbind(0)), list(kv[:, 1].unbind(0))
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
