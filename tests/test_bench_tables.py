@@ -107,3 +107,20 @@ def test_decode_speed_reports_batch1_latency_as_median_and_nearest_rank_p90() ->
     rows = {line.split(" | ")[0]: line for line in markdown(report).splitlines() if line.startswith("| ")}
     assert "| 10.5 (18.0) | 500 MB |" in rows["| seqsmith"]
     assert "| - | 700 MB |" in rows["| hf"]
+
+
+def test_webnlg_challenge_bleu_normalises_as_the_2017_scorer_and_reads_three_references() -> None:
+    from webnlg_challenge_bleu import challenge_bleu, challenge_form
+
+    assert challenge_form("São Paulo’s 1.5–2 m, Øresund") == ("sao paulo ' s 1 . 5 - 2 m , oresund", 0)
+    assert challenge_form("Zürich 北京") == ("zurich", 2)
+    same = [
+        {
+            "hypothesis": "THE ÁIRPORT serves Abilene, Texas.",
+            "references": ["the airport serves abilene , texas ."],
+        }
+    ]
+    assert challenge_bleu(same) == (pytest.approx(100.0), 0)
+    fourth = ["a b c d e", "f g h i j", "k l m n o", "the airport serves abilene , texas ."]
+    beyond = [{"hypothesis": "the airport serves abilene, Texas.", "references": fourth}]
+    assert challenge_bleu(beyond)[0] == 0.0
