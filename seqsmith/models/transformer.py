@@ -559,8 +559,8 @@ class TransformerModel(Seq2SeqModel):
         batch, length, _ = states.shape
         heads, head_dim = self.config.heads, self.config.d_model // self.config.heads
         kv = states.new_empty(len(crosses), 2, batch, heads, length, head_dim)
-        for layer, cross in zip(kv, crosses, strict=True):  # cross.kv: also int8 (quantized) layers
-            layer.copy_(cross.kv(states).view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4))
+        for i, cross in enumerate(crosses):  # cross.kv: also int8 (quantized) layers
+            kv[i].copy_(cross.kv(states).view(batch, length, 2, heads, head_dim).permute(2, 0, 3, 1, 4))
         return list(kv[:, 0].unbind(0)), list(kv[:, 1].unbind(0))
 
     def forward(self, src: Tensor, src_mask: Tensor, tgt_in: Tensor) -> Tensor:
