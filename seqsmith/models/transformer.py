@@ -372,20 +372,20 @@ class TransformerState(Reorderable):
     def reorder(self, indices: Tensor) -> TransformerState:
         """In place when this state alone holds its buffer and at most half its rows change (rows ending
         in greedy search and sampling): the moved rows go out to a small buffer and back, in place of a
-        gather of every row into a second full buffer. Beam search moves most rows (88% in a probe), where
+        gather of every row into a second full buffer. Beam search moves most rows at every step, where
         one gather copies less than out and back."""
         buffer = self.cache.tensor
-        moved = (indices != torch.arange(indices.numel(), device=indices.device)).nonzero().squeeze(1)
-        if self.cache.holders > 1 or indices.numel() > buffer.size(2) or 2 * moved.numel() > indices.numel():
+        if self.cache.holders > 1 or indices.numel() > buffer.size(2):
             return self.select(indices)
-        with torch.no_grad():
-            if moved.numel():
+        moved = (indices != torch.arange(indices.numel(), device=indices.device)).nonzero().squeeze(1)
+        if 2 * moved.numel() > indices.numel():
+            return self.select(indices)
+        if moved.numel():
+            with torch.no_grad():
                 written = buffer[:, :, :, :, : self.length]
                 written.index_copy_(2, moved, written.index_select(2, indices.index_select(0, moved)))
-            attention = None if self.attention is None else self.attention.index_select(0, indices)
-            heads = None if self.head_attention is None else self.head_attention.index_select(0, indices)
         self.extendable = False
-        return TransformerState(self.cache, self.length, attention, heads)
+        return TransformerState(self.cache, self.length, *self._attention_at(indices))
 
     def select(self, indices: Tensor) -> TransformerState:
         with torch.no_grad():
@@ -393,9 +393,13 @@ class TransformerState(Reorderable):
             source = self.cache.tensor[:, :, :, :, : self.length]
             target = cache.tensor[:, :, : indices.numel(), :, : self.length]
             torch.index_select(source, 2, indices, out=target)
-            attention = None if self.attention is None else self.attention.index_select(0, indices)
-            heads = None if self.head_attention is None else self.head_attention.index_select(0, indices)
-        return TransformerState(cache, self.length, attention, heads)
+        return TransformerState(cache, self.length, *self._attention_at(indices))
+
+    def _attention_at(self, indices: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """The step's attention and per-head attention of rows ``indices`` (``None`` stays ``None``)."""
+        heads = self.head_attention
+        attention = None if self.attention is None else self.attention.index_select(0, indices)
+        return attention, None if heads is None else heads.index_select(0, indices)
 
 
 class _Positions(nn.Module):
