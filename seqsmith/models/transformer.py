@@ -229,6 +229,15 @@ class _DecoderLayer(_Block):
         return self._add(x, self.ffn(self._in(x, self.norm3)), self.norm3), weights
 
 
+def _packed(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each row's states at ``mask`` moved to the front in their order, cut to the longest row: an encoder
+    of one field then costs that field's length, not the whole source's, and computes the same (it sees
+    no other token either way). Returns the states, their mask and their source positions."""
+    length = int(mask.sum(dim=1).max())
+    at = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :length]
+    return x.gather(1, at.unsqueeze(-1).expand(-1, -1, x.size(-1))), mask.gather(1, at), at
+
+
 def sinusoidal_table(length: int, dim: int) -> Tensor:
     """(length, dim) table: sines in the first half of the features, cosines in the second.
 
@@ -296,7 +305,20 @@ class TransformerMemory(Memory):
     knowledge_keys: list[Tensor] = dataclasses.field(default_factory=list)
     knowledge_values: list[Tensor] = dataclasses.field(default_factory=list)
     knowledge_bias: Tensor | None = None
+    # model.knowledge_field: (sentences, main_len), the source position of each of the main encoder's
+    # states (each encoder reads its own tokens only, packed: see ``_packed``)
+    main_positions: Tensor | None = None
     source_ids: Tensor | None = None  # model.copy_source: (rows, src_len), the ids copying lands on
+
+    def in_source(self, weights: Tensor) -> Tensor:
+        """The main cross-attention (rows, heads, main_len) at the source's positions (rows, heads,
+        src_len), where search's coverage and the reports read it; the other fields' positions get 0."""
+        at = self.main_positions
+        if at is None:
+            return weights
+        at = at.repeat_interleave(self.group, 0).unsqueeze(1).expand_as(weights)
+        spread = weights.new_zeros(*weights.shape[:2], self.mask.size(1))
+        return spread.scatter_add_(2, at, weights)  # a padding slot adds its 0 weight
 
     def _rows(self, rows: Tensor) -> dict[str, Any]:
         """What has a row per decoder row (states, mask, source ids), at ``rows``."""
@@ -334,7 +356,7 @@ class TransformerMemory(Memory):
         def pick(tensors: list[Tensor]) -> list[Tensor]:
             return [t.index_select(0, sentences) for t in tensors]
 
-        knowledge = self.knowledge_bias
+        knowledge, main = self.knowledge_bias, self.main_positions
         return dataclasses.replace(
             self,
             **rows,
@@ -345,6 +367,7 @@ class TransformerMemory(Memory):
             knowledge_keys=pick(self.knowledge_keys),
             knowledge_values=pick(self.knowledge_values),
             knowledge_bias=None if knowledge is None else knowledge.index_select(0, sentences),
+            main_positions=None if main is None else main.index_select(0, sentences),
         )
 
 
@@ -526,22 +549,30 @@ class TransformerModel(Seq2SeqModel):
         if self.config.segment_embeddings:
             x = x + self.segment_embedding(segments)
         x = self.dropout(x)
-        main_mask, knowledge_mask = src_mask, None
-        if self.knowledge_slot:  # each encoder reads its own tokens; the marker keeps neither empty
-            knowledge_mask = src_mask & (segments == self.knowledge_slot)
-            main_mask = src_mask & ~knowledge_mask
-        states, bias = self._encoder(x, main_mask, self.encoder_layers, self.encoder_norm)
+        if not self.knowledge_slot:
+            return self._memory(x, src_mask, src_mask, src)
+        # each encoder reads its own field's tokens, packed (the marker keeps neither empty)
+        knowledge_mask = src_mask & (segments == self.knowledge_slot)
+        main_x, main_mask, main_positions = _packed(x, src_mask & ~knowledge_mask)
+        memory = self._memory(main_x, main_mask, src_mask, src)
+        memory.main_positions = main_positions
+        knowledge_x, knowledge_mask, _ = _packed(x, knowledge_mask)
+        knowing, memory.knowledge_bias = self._encoder(
+            knowledge_x, knowledge_mask, self.knowledge_layers, self.knowledge_norm
+        )
+        crosses = [cast(_DecoderLayer, layer).knowledge_attention for layer in self.decoder_layers]
+        memory.knowledge_keys, memory.knowledge_values = self._keys_values(knowing, crosses)
+        return memory
+
+    def _memory(self, x: Tensor, mask: Tensor, src_mask: Tensor, src: Tensor) -> TransformerMemory:
+        """The main encoder over ``x`` (the whole source, or the main fields' tokens packed) and the
+        memory of its states; ``src_mask`` and ``src`` stay the source's, where search and copying read."""
+        states, bias = self._encoder(x, mask, self.encoder_layers, self.encoder_norm)
         crosses = [cast(_DecoderLayer, layer).cross_attention for layer in self.decoder_layers]
         keys, values = self._keys_values(states, crosses)
         memory = TransformerMemory(states, src_mask, keys, values, bias)
         if self.config.copy_source:
             memory.source_ids = src
-        if knowledge_mask is not None:
-            knowing, memory.knowledge_bias = self._encoder(
-                x, knowledge_mask, self.knowledge_layers, self.knowledge_norm
-            )
-            crosses = [cast(_DecoderLayer, layer).knowledge_attention for layer in self.decoder_layers]
-            memory.knowledge_keys, memory.knowledge_values = self._keys_values(knowing, crosses)
         return memory
 
     def _encoder(
@@ -630,4 +661,5 @@ class TransformerModel(Seq2SeqModel):
             log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: -40% time, same values
         if not need_attention or weights is None:
             return log_probs, TransformerState(cache, t + 1)
+        weights = memory.in_source(weights)
         return log_probs, TransformerState(cache, t + 1, weights.mean(dim=1), weights)
