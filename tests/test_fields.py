@@ -519,6 +519,11 @@ def check_packed_encoders(model: Any, rows: list[torch.Tensor], tgt_in: torch.Te
     assert state.attention.shape == mask.shape
     assert torch.allclose(state.attention.sum(1), torch.ones(2))
     assert (state.attention[~main_mask] == 0).all() and (state.attention[main_mask] > 0).all()
+    pictured = model.step_attention(state, heads=True)  # each field under the attention that reads it
+    for field in (main_mask, mask & ~main_mask):
+        weights = pictured * field[:, None, :]
+        assert torch.allclose(weights.sum(-1), torch.ones(2, model.config.heads))
+    assert (pictured[~mask[:, None, :].expand_as(pictured)] == 0).all()
 
 
 def test_the_knowledge_field_must_be_a_declared_field(tmp_path: Path) -> None:

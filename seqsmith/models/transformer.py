@@ -207,7 +207,8 @@ class _DecoderLayer(_Block):
 
     def step(
         self, x: Tensor, cache: Tensor, t: int, memory: TransformerMemory, layer: int
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The layer's output, its cross-attention weights and its knowledge attention's (or None)."""
         x = self._add(x, self.self_attention.step(self._in(x, self.norm1), cache, t), self.norm1)
         attended, weights = self.cross_attention.step(
             self._in(x, self.norm2),
@@ -217,8 +218,9 @@ class _DecoderLayer(_Block):
             memory.group,
         )
         x = self._add(x, attended, self.norm2)
+        knowing = None
         if memory.knowledge_bias is not None:
-            attended, _ = self.knowledge_attention.step(
+            attended, knowing = self.knowledge_attention.step(
                 self._in(x, self.norm_knowledge),
                 memory.knowledge_keys[layer],
                 memory.knowledge_values[layer],
@@ -226,7 +228,7 @@ class _DecoderLayer(_Block):
                 memory.group,
             )
             x = self._add(x, attended, self.norm_knowledge)
-        return self._add(x, self.ffn(self._in(x, self.norm3)), self.norm3), weights
+        return self._add(x, self.ffn(self._in(x, self.norm3)), self.norm3), weights, knowing
 
 
 def _packed(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -305,18 +307,19 @@ class TransformerMemory(Memory):
     knowledge_keys: list[Tensor] = dataclasses.field(default_factory=list)
     knowledge_values: list[Tensor] = dataclasses.field(default_factory=list)
     knowledge_bias: Tensor | None = None
-    # model.knowledge_field: (sentences, main_len), the source position of each of the main encoder's
-    # states (each encoder reads its own tokens only, packed: see ``_packed``)
+    # model.knowledge_field: (sentences, len) the source position of each of the main encoder's and of the
+    # knowledge encoder's states (each encoder reads its own tokens only, packed: see ``_packed``)
     main_positions: Tensor | None = None
+    knowledge_positions: Tensor | None = None
     source_ids: Tensor | None = None  # model.copy_source: (rows, src_len), the ids copying lands on
 
-    def in_source(self, weights: Tensor) -> Tensor:
-        """The main cross-attention (rows, heads, main_len) at the source's positions (rows, heads,
-        src_len), where search's coverage and the reports read it; the other fields' positions get 0."""
-        at = self.main_positions
-        if at is None:
+    def in_source(self, weights: Tensor, positions: Tensor | None) -> Tensor:
+        """Attention weights (rows, heads, len) over one encoder's packed states at the source's positions
+        (rows, heads, src_len), where search's coverage and the pictures read them; other positions get 0.
+        ``positions`` None: the states are the source's own."""
+        if positions is None:
             return weights
-        at = at.repeat_interleave(self.group, 0).unsqueeze(1).expand_as(weights)
+        at = positions.repeat_interleave(self.group, 0).unsqueeze(1).expand_as(weights)
         spread = weights.new_zeros(*weights.shape[:2], self.mask.size(1))
         return spread.scatter_add_(2, at, weights)  # a padding slot adds its 0 weight
 
@@ -356,7 +359,9 @@ class TransformerMemory(Memory):
         def pick(tensors: list[Tensor]) -> list[Tensor]:
             return [t.index_select(0, sentences) for t in tensors]
 
-        knowledge, main = self.knowledge_bias, self.main_positions
+        def pick_one(tensor: Tensor | None) -> Tensor | None:
+            return None if tensor is None else tensor.index_select(0, sentences)
+
         return dataclasses.replace(
             self,
             **rows,
@@ -366,8 +371,9 @@ class TransformerMemory(Memory):
             group=group,
             knowledge_keys=pick(self.knowledge_keys),
             knowledge_values=pick(self.knowledge_values),
-            knowledge_bias=None if knowledge is None else knowledge.index_select(0, sentences),
-            main_positions=None if main is None else main.index_select(0, sentences),
+            knowledge_bias=pick_one(self.knowledge_bias),
+            main_positions=pick_one(self.main_positions),
+            knowledge_positions=pick_one(self.knowledge_positions),
         )
 
 
@@ -383,7 +389,9 @@ class TransformerState(Reorderable):
     cache: _Cache
     length: int
     attention: Tensor | None = None  # (batch, src_len), last decoder layer, averaged over heads
-    head_attention: Tensor | None = None  # (batch, heads, src_len)
+    # (batch, heads, src_len), for pictures: with model.knowledge_field the knowledge field's columns hold
+    # the knowledge attention (search's ``attention`` is the main cross-attention's alone)
+    head_attention: Tensor | None = None
     extendable: bool = True
 
     def __post_init__(self) -> None:
@@ -556,7 +564,7 @@ class TransformerModel(Seq2SeqModel):
         main_x, main_mask, main_positions = _packed(x, src_mask & ~knowledge_mask)
         memory = self._memory(main_x, main_mask, src_mask, src)
         memory.main_positions = main_positions
-        knowledge_x, knowledge_mask, _ = _packed(x, knowledge_mask)
+        knowledge_x, knowledge_mask, memory.knowledge_positions = _packed(x, knowledge_mask)
         knowing, memory.knowledge_bias = self._encoder(
             knowledge_x, knowledge_mask, self.knowledge_layers, self.knowledge_norm
         )
@@ -650,9 +658,9 @@ class TransformerModel(Seq2SeqModel):
             state.extendable = False
         embedded = self.target_embedding(prev_ids) * self.embed_scale + self.target_positions.table[t]
         x = self.dropout(embedded)
-        buffer, weights = cache.tensor, None
+        buffer, weights, knowing = cache.tensor, None, None
         for i, layer in enumerate(self.decoder_layers):
-            x, weights = cast(_DecoderLayer, layer).step(x, buffer[i, :, :rows], t, memory, i)
+            x, weights, knowing = cast(_DecoderLayer, layer).step(x, buffer[i, :, :rows], t, memory, i)
         out = self.decoder_norm(x)
         logits = self.output(out).float()
         if self.config.copy_source and weights is not None:
@@ -661,5 +669,8 @@ class TransformerModel(Seq2SeqModel):
             log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: -40% time, same values
         if not need_attention or weights is None:
             return log_probs, TransformerState(cache, t + 1)
-        weights = memory.in_source(weights)
-        return log_probs, TransformerState(cache, t + 1, weights.mean(dim=1), weights)
+        weights = memory.in_source(weights, memory.main_positions)
+        pictured = weights
+        if knowing is not None:  # each field under the attention that reads it
+            pictured = weights + memory.in_source(knowing, memory.knowledge_positions)
+        return log_probs, TransformerState(cache, t + 1, weights.mean(dim=1), pictured)
