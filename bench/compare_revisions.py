@@ -2,9 +2,12 @@
 
     python bench/compare_revisions.py --base c7be403               # 5 alternating runs each, 160 updates
     python bench/compare_revisions.py --base HEAD~3 --repeats 3 --steps 100
+    python bench/compare_revisions.py --base effb176 --config configs/cmu_dog_knowledge.yaml \
+        --data runs/cmu_dog_concat/data --repeats 2 --steps 100      # another model, its data prepared
 
-A refactor of the trainer should cost no speed; this says whether it did. Both revisions train the Multi30k
-Transformer of configs/multi30k_en_de_tiny.yaml (2 threads) on the same prepared data, each run in its own
+A refactor of the trainer should cost no speed; this says whether it did. Both revisions train the model of
+``--config`` (the Multi30k Transformer of configs/multi30k_en_de_tiny.yaml unless told; 2 threads) on the
+same prepared data (``--data``, or prepared here from the config), each run in its own
 process, the two revisions alternating so that a change of machine load hits both. The figure is the median
 over runs of each run's median tokens/s (train_log.jsonl rows after the first 40 updates). Prints JSON with
 the machine; writes nothing to docs/ (a revision comparison is a check, not a table). Work files go to
@@ -62,16 +65,23 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="git revision to compare this checkout against")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=160)
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the model to train")
+    parser.add_argument("--data", type=Path, help="its prepared data (default: prepared here)")
     args = parser.parse_args()
+    config = args.config.resolve()
+    if args.data and not (args.data / "report.json").is_file():
+        parser.error(f"--data {args.data} holds no prepared data; run `seqsmith prepare {args.config}` first")
     loadavg = [round(x, 2) for x in os.getloadavg()]
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     base = WORK / "base"
     subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=ROOT, check=True)
     try:
-        data = WORK / "data"
-        prepare = [sys.executable, "-m", "seqsmith.cli", "prepare", str(CONFIG), f"data.output_dir={data}"]
-        subprocess.run(prepare, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        data = args.data.resolve() if args.data else WORK / "data"
+        if not args.data:
+            prepare = ["prepare", str(config), f"data.output_dir={data}"]
+            command = [sys.executable, "-m", "seqsmith.cli", *prepare]
+            subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         trees = {"base": base, "this": ROOT}
         runs: dict[str, list[float]] = {name: [] for name in trees}
         for repeat in range(args.repeats):
@@ -79,7 +89,7 @@ def main() -> None:
                 model_dir = WORK / f"model-{name}"
                 shutil.rmtree(model_dir, ignore_errors=True)
                 env = {**os.environ, "PYTHONPATH": str(tree), "OMP_WAIT_POLICY": "PASSIVE"}
-                command = [sys.executable, "-c", RUNNER, str(CONFIG), *overrides(args.steps, data, model_dir)]
+                command = [sys.executable, "-c", RUNNER, str(config), *overrides(args.steps, data, model_dir)]
                 subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
                 runs[name].append(tokens_per_second(model_dir))
                 print(f"{name} run {repeat + 1}: {runs[name][-1]:.0f} tokens/s", file=sys.stderr)
@@ -88,6 +98,7 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in runs.items()}
     result = {
         "base": args.base,
+        "config": str(args.config),
         "machine": machine(loadavg),
         "tokens_per_s": runs,
         "median": medians,
