@@ -30,10 +30,14 @@ from measure import machine
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "multi30k_en_de_tiny.yaml"
 WORK = ROOT / "runs" / "bench" / "compare_revisions"
+# ``python -c`` puts the working directory (this checkout) first on sys.path, before PYTHONPATH: the runner
+# puts its revision's tree in front itself, and checks that it imported from there
 RUNNER = """
 import sys
+sys.path.insert(0, sys.argv[1])
 from seqsmith import api
-api.train(api.load_config(sys.argv[1], sys.argv[2:]), show_progress=False)
+assert api.__file__.startswith(sys.argv[1]), api.__file__
+api.train(api.load_config(sys.argv[2], sys.argv[3:]), show_progress=False)
 """
 
 
@@ -88,8 +92,9 @@ def main() -> None:
             for name, tree in trees.items():
                 model_dir = WORK / f"model-{name}"
                 shutil.rmtree(model_dir, ignore_errors=True)
-                env = {**os.environ, "PYTHONPATH": str(tree), "OMP_WAIT_POLICY": "PASSIVE"}
-                command = [sys.executable, "-c", RUNNER, str(config), *overrides(args.steps, data, model_dir)]
+                env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+                command = [sys.executable, "-c", RUNNER, str(tree), str(config)]
+                command += overrides(args.steps, data, model_dir)
                 subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
                 runs[name].append(tokens_per_second(model_dir))
                 print(f"{name} run {repeat + 1}: {runs[name][-1]:.0f} tokens/s", file=sys.stderr)

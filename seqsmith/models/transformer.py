@@ -308,7 +308,8 @@ class TransformerMemory(Memory):
     knowledge_values: list[Tensor] = dataclasses.field(default_factory=list)
     knowledge_bias: Tensor | None = None
     # model.knowledge_field: (sentences, len) the source position of each of the main encoder's and of the
-    # knowledge encoder's states (each encoder reads its own tokens only, packed: see ``_packed``)
+    # knowledge encoder's states (each encoder reads its own tokens only, packed: see ``_packed``); ``states``
+    # are then the main encoder's (batch, main_len, d_model), ``mask`` stays the source's
     main_positions: Tensor | None = None
     knowledge_positions: Tensor | None = None
     source_ids: Tensor | None = None  # model.copy_source: (rows, src_len), the ids copying lands on
