@@ -506,6 +506,8 @@ def check_packed_encoders(model: Any, rows: list[torch.Tensor], tgt_in: torch.Te
     main_mask = mask & (segments != 2)
     memory = model.encode(batch, mask)
     x = model.source_embedding(batch) * model.embed_scale + model.source_positions.table[: batch.size(1)]
+    if model.config.segment_embeddings:
+        x = x + model.segment_embedding(segments)
     masked, _ = model._encoder(x, main_mask, model.encoder_layers, model.encoder_norm)
     for row in range(2):
         count = int(main_mask[row].sum())
