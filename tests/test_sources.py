@@ -16,7 +16,7 @@ from seqsmith.cli import main
 from seqsmith.config import TrainConfig, config_from_dict
 from seqsmith.data.batching import TokenBatchSampler, corpus_rates
 from seqsmith.data.binarize import BinarizedSplit
-from seqsmith.data.prepare import prepare
+from seqsmith.data.prepare import check_settings, prepare
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import read_lines
@@ -77,6 +77,10 @@ def test_weights_and_upsampling_set_how_often_an_epoch_reads_each_corpus(tmp_pat
     assert np.array_equal(np.concatenate(sampler.all_batches(1)), np.concatenate(sampler.all_batches(1)))
     upsampled = config_from_dict(two_corpora(tmp_path, {"upsample": 2}, {}))
     assert corpus_rates(upsampled.data, split.corpora) == [(30, 2.0), (90, 1.0)]
+    check_settings(upsampled.data)  # rates act when batches are drawn: the prepared data still fits
+    tagged = config_from_dict(two_corpora(tmp_path, {}, {"tag": "<bt>"}))
+    with pytest.raises(SeqsmithError, match=r'\(data.train\[1\].tag: null there, "<bt>" in the config\)'):
+        check_settings(tagged.data)
 
 
 @pytest.mark.parametrize(

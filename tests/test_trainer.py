@@ -124,6 +124,30 @@ def test_changed_architecture_in_the_same_model_dir_is_refused(tmp_path: Path) -
         api.train(other, show_progress=False)
 
 
+def test_data_prepared_with_other_settings_is_refused_until_prepared_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.prepare(tiny_config(tmp_path), show_progress=False)
+    settings = {"max_source_length": 64, "tokenizer": {"kind": "char", "joint": True}}
+    changed = tiny_config(tmp_path, data=settings, train={"max_steps": 2})
+    with pytest.raises(SeqsmithError) as refused:
+        api.train(changed, show_progress=False)
+    message = str(refused.value)
+    assert "data.max_source_length: 256 there, 64 in the config" in message
+    assert 'data.tokenizer.kind: "word" there, "char" in the config' in message
+    assert "seqsmith prepare CONFIG" in message and not (tmp_path / "model").exists()
+    api.prepare(changed, show_progress=False)
+    assert api.train(changed, show_progress=False).steps == 2
+    # a directory from before the settings were recorded is read with a warning, not refused
+    report_path = tmp_path / "data" / "report.json"
+    report = json.loads(report_path.read_text())
+    del report["data"]
+    report_path.write_text(json.dumps(report))
+    resumed = tiny_config(tmp_path, data={**settings, "max_source_length": 65}, train={"max_steps": 4})
+    assert api.train(resumed, show_progress=False).steps == 4
+    assert "kept no record of its data settings" in caplog.text
+
+
 def test_nan_loss_stops_with_the_step(tmp_path: Path) -> None:
     config = tiny_config(
         tmp_path, train={"max_steps": 50, "lr": 1e30, "warmup_steps": 0, "clip_grad_norm": None}

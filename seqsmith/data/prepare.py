@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import groupby, islice
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -64,6 +65,7 @@ class PrepareReport:
     target_vocab_size: int
     seconds: float
     oov_slots: int = 0  # pointer-generator copy ids past the vocabulary (model.oov_slots)
+    data: dict[str, Any] = field(default_factory=dict)  # the data section that made it (``check_settings``)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
@@ -266,6 +268,54 @@ def _check_output(final: Path) -> None:
         )
 
 
+def _settings(data: DataConfig) -> dict[str, Any]:
+    """The data section as report.json keeps it, without what does not change the files: where they go,
+    and the corpora's rates (``weight``, ``upsample``), which act when training draws its batches."""
+    rates = {"__all__": {"weight", "upsample"}}
+    settings: dict[str, Any] = json.loads(data.model_dump_json(exclude={"output_dir": True, "train": rates}))
+    return settings
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _differences(prepared: Any, wanted: Any, key: str) -> list[str]:
+    """``key: prepared there, wanted in the config`` for each setting with other values, down to the
+    field of a section or list entry; a key only one side knows is a newer or older seqsmith's default
+    and counts as the same."""
+    if isinstance(prepared, dict) and isinstance(wanted, dict):
+        shared = sorted(prepared.keys() & wanted.keys())
+        return [line for k in shared for line in _differences(prepared[k], wanted[k], f"{key}.{k}")]
+    if isinstance(prepared, list) and isinstance(wanted, list) and len(prepared) == len(wanted):
+        pairs = enumerate(zip(prepared, wanted))
+        return [line for i, (old, new) in pairs for line in _differences(old, new, f"{key}[{i}]")]
+    return [] if prepared == wanted else [f"{key}: {_short(prepared)} there, {_short(wanted)} in the config"]
+
+
+def check_settings(data: DataConfig) -> None:
+    """Training reads ``data.output_dir`` only if it was prepared from this data section: a changed limit,
+    tokenizer, field or augmentation would otherwise train silently on the old data."""
+    directory = Path(data.output_dir)
+    report = json.loads((directory / "report.json").read_text(encoding="utf-8"))
+    if "data" not in report:
+        logger.warning(
+            "seqsmith: %s was prepared by an earlier seqsmith that kept no record of its data settings, so "
+            "they are not checked against the config; `seqsmith prepare CONFIG` makes sure",
+            directory,
+        )
+        return
+    differences = _differences(report["data"], _settings(data), "data")
+    if differences:
+        more = len(differences) - 3
+        shown = "; ".join(differences[:3]) + (f"; and {more} more" if more > 0 else "")
+        raise SeqsmithError(
+            f"{directory} was prepared with other data settings than the config's ({shown}); run `seqsmith "
+            f"prepare CONFIG` again (it replaces {directory}) or give data.output_dir a new directory"
+        )
+
+
 def prepare(config: Config, progress: bool = True) -> PrepareReport:
     """Train the tokenizer on train, binarize every configured split and write ``report.json``.
 
@@ -352,4 +402,5 @@ def _prepare_into(directory: Path, config: Config, splits: list[Split], progress
         target_vocab_size=tokenizers.target.vocab_size,
         seconds=0.0,
         oov_slots=oov_slots,
+        data=_settings(data),
     )

@@ -37,6 +37,7 @@ from seqsmith.allocator import keep_freed_memory
 from seqsmith.config import Config, save_config
 from seqsmith.data.batching import Batch, TokenBatchSampler, collate, corpus_rates
 from seqsmith.data.binarize import BinarizedSplit
+from seqsmith.data.prepare import check_settings
 from seqsmith.data.tokenizer import Tokenizers
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import atomic_path, text_lines
@@ -129,6 +130,7 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()  # +9% tokens/s on the 2-core machine: steps stop page-faulting
         check_prepared_data(config, self.model_dir)
+        check_settings(config.data)
         self.tokenizers = Tokenizers.load(self.data_dir / TOKENIZER)
         self.train_split = BinarizedSplit(self.data_dir, "train")
         self.dev_split = (
