@@ -30,7 +30,7 @@ from tables import BENCHMARKS_MD, figures_path, invocation, publish
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import read_lines
-from seqsmith.generation.generator import Generator
+from seqsmith.generation.generator import Generator, target_pieces
 from seqsmith.generation.search import generate_ids, pad
 
 BEAMS = [1, 2, 4, 8, 16]
@@ -42,10 +42,11 @@ def decode_seconds(
 ) -> float:
     """Wall time to decode every source, ``size`` sentences a batch, batches cut from length order."""
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    pieces = target_pieces(generator.tokenizers, config)
     started = time.perf_counter()
     for start in range(0, len(order), size):
         src, mask = pad([sources[i] for i in order[start : start + size]], generator.model.pad_id)
-        generate_ids(generator.model, src, mask, config)
+        generate_ids(generator.model, src, mask, config, pieces)
     return time.perf_counter() - started
 
 

@@ -2,7 +2,8 @@
 
     python bench/decode_seqsmith.py REQUEST.json RESULT.json
 
-Decodes the request's source ids with ``search_all`` (the engine under ``Generator``) in the request's
+Decodes the request's source ids with ``search_all`` (the engine under ``Generator``, with the tokenizer's
+``target_pieces`` as ``Generator`` passes them) in the request's
 batches, greedy or beam, ``keep_attention: false`` and length penalty "average"; writes, per beam, the
 seconds of every timed pass, the output ids of the last, and the seconds of each of the request's first
 ``latency`` sentences decoded alone.
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from seqsmith.generation.generator import Generator, search_all
+from seqsmith.generation.generator import Generator, search_all, target_pieces
 
 
 def main() -> None:
@@ -29,18 +30,19 @@ def main() -> None:
     result: dict[str, Any] = {}
     for beam in request["beams"]:
         config = generator.settings(beam=beam, keep_attention=False, length_penalty="average", nbest=1)
+        pieces = target_pieces(generator.tokenizers, config)  # the rules a user's search obeys
         first = request["batches"][str(beam)][0]
-        search_all(generator.model, [sources[i] for i in first], config)  # untimed warm-up, first batch
+        search_all(generator.model, [sources[i] for i in first], config, pieces)  # untimed warm-up
         seconds, outputs = [], []
         for _ in range(request["runs"]):
             started = time.perf_counter()
-            found = search_all(generator.model, sources, config)  # batches itself exactly as requested
+            found = search_all(generator.model, sources, config, pieces)  # batched as requested
             seconds.append(time.perf_counter() - started)
             outputs = [nbest[0].tokens for nbest in found]
         latency: list[float] = []
         for ids in sources[: request.get("latency", 0)]:  # one sentence a search: batch-1 latency
             started = time.perf_counter()
-            search_all(generator.model, [ids], config)
+            search_all(generator.model, [ids], config, pieces)
             latency.append(time.perf_counter() - started)
         result[f"seqsmith/beam{beam}"] = {"seconds": seconds, "outputs": outputs, "latency_seconds": latency}
         print(f"seqsmith beam {beam}: {min(seconds):.2f} s", flush=True)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from seqsmith.config import DataConfig, TokenizerConfig
 from seqsmith.data.tokenizer import (
+    BYTE_SYMBOLS,
     CharTokenizer,
     Tokenizer,
     Tokenizers,
@@ -135,6 +136,9 @@ def test_byte_fallback_spells_unknown_symbols_in_bytes() -> None:
     spm = byte_tokenizers("sentencepiece")
     assert spm.decode(spm.encode("Amanda ☃ 😀")) == "Amanda ☃ 😀"
     assert spm.unknown_surfaces("Amanda ☃") == {}
+    for kind in ("char", "word", "sentencepiece"):  # what search keeps to whole characters
+        tokenizer = byte_tokenizers(kind)
+        assert [tokenizer.piece(i) for i in tokenizer.byte_ids()] == BYTE_SYMBOLS
 
 
 @settings(max_examples=40, deadline=None)

@@ -60,6 +60,16 @@ class WordMarks:
     surfaces: list[bytes]
 
 
+@dataclass(frozen=True)
+class TargetPieces:
+    """What search reads of the output vocabulary: the word marks of ``generate.whole_words`` (None when
+    it is off) and the ids of the 256 byte pieces in byte order (empty without byte fallback), which
+    search keeps to whole UTF-8 characters (generation/whole_characters.py)."""
+
+    words: WordMarks | None = None
+    byte_ids: tuple[int, ...] = ()
+
+
 class Tokenizer(ABC):
     kind: ClassVar[str]
     unk_id: int | None = UNK_ID  # what an unknown piece encodes as; None: the tokenizer has no such id
@@ -105,6 +115,10 @@ class Tokenizer(ABC):
     def word_marks(self) -> WordMarks | None:
         """None where an id is a whole word or a character, so that no word is spelled in pieces."""
         return None
+
+    def byte_ids(self) -> tuple[int, ...]:
+        """The ids of ``<0x00>``..``<0xFF>`` in byte order; empty without byte fallback."""
+        return ()
 
     @abstractmethod
     def pieces(self, text: str) -> list[str]:
@@ -239,6 +253,10 @@ class SentencePieceTokenizer(Tokenizer):
             surfaces.append(bytes([int(piece[3:5], 16)]) if byte else text)
         self._marks = WordMarks(starts, glues, capital, surfaces)
         return self._marks
+
+    def byte_ids(self) -> tuple[int, ...]:
+        ids = tuple(self.processor.piece_to_id(symbol) for symbol in BYTE_SYMBOLS)
+        return ids if all(self.processor.is_byte(i) for i in ids) else ()
 
     def unknown_surfaces(self, text: str) -> dict[int, str]:
         """An unknown piece spans the text up to where the next known piece's text starts."""
@@ -378,6 +396,10 @@ class SymbolTokenizer(Tokenizer):
     def from_bytes(self, text: str) -> list[str]:
         """The symbols a run of byte ids spelled."""
         return [text]
+
+    def byte_ids(self) -> tuple[int, ...]:
+        first = self.first_byte
+        return () if first is None else tuple(range(first, first + len(BYTE_SYMBOLS)))
 
     def unknown_surfaces(self, text: str) -> dict[int, str]:
         if self.first_byte is not None:

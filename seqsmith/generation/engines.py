@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from seqsmith.config import GenerateConfig
-from seqsmith.data.tokenizer import Tokenizers, WordMarks
+from seqsmith.data.tokenizer import TargetPieces, Tokenizers
 from seqsmith.errors import SeqsmithError, import_extra
 from seqsmith.generation.hypothesis import Hypothesis, rank_scores
 from seqsmith.generation.rules import length_bounds
@@ -37,7 +37,7 @@ class Engine(ABC):
 
     @abstractmethod
     def search(
-        self, sources: Sequence[Sequence[int]], config: GenerateConfig, marks: WordMarks | None
+        self, sources: Sequence[Sequence[int]], config: GenerateConfig, pieces: TargetPieces | None
     ) -> list[list[Hypothesis]]:
         """Hypotheses for every source, in input order."""
 
@@ -66,9 +66,9 @@ class TorchEngine(Engine):
         self.model, self.searched, self.name = model, model, name
 
     def search(
-        self, sources: Sequence[Sequence[int]], config: GenerateConfig, marks: WordMarks | None
+        self, sources: Sequence[Sequence[int]], config: GenerateConfig, pieces: TargetPieces | None
     ) -> list[list[Hypothesis]]:
-        return search_all(self.searched, sources, config, marks)
+        return search_all(self.searched, sources, config, pieces)
 
     def describe(self) -> str:
         return describe(self.searched) + ("" if self.name == "torch" else f" (on {self.name})")
@@ -126,7 +126,7 @@ class CTranslate2Engine(Engine):
         return problems
 
     def search(
-        self, sources: Sequence[Sequence[int]], config: GenerateConfig, marks: WordMarks | None
+        self, sources: Sequence[Sequence[int]], config: GenerateConfig, pieces: TargetPieces | None
     ) -> list[list[Hypothesis]]:
         self.check(config)
         results: list[list[Hypothesis]] = [[] for _ in sources]

@@ -14,7 +14,7 @@ from seqsmith.allocator import keep_freed_memory
 from seqsmith.config import Config, GenerateConfig
 from seqsmith.data.binarize import BinarizedSplit
 from seqsmith.data.fields import field_texts, joined
-from seqsmith.data.tokenizer import Tokenizers, WordMarks, encode_source
+from seqsmith.data.tokenizer import TargetPieces, Tokenizers, encode_source
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.engines import Engine, TorchEngine, open_engine
 from seqsmith.generation.search import Hypothesis, search_all
@@ -51,16 +51,18 @@ def copy_slots(model: Seq2SeqModel | None) -> int:
     return int(getattr(model, "oov_slots", 0))
 
 
-def word_marks(tokenizers: Tokenizers, config: GenerateConfig) -> WordMarks | None:
-    """What ``generate.whole_words`` needs, which compares output ids with source ids."""
+def target_pieces(tokenizers: Tokenizers, config: GenerateConfig) -> TargetPieces:
+    """What search reads of the output pieces: their bytes, and what ``generate.whole_words`` needs, which
+    compares output ids with source ids."""
+    byte_ids = tokenizers.target.byte_ids()
     if not config.whole_words:
-        return None
+        return TargetPieces(byte_ids=byte_ids)
     if not tokenizers.joint:
         raise SeqsmithError(
             "generate.whole_words copies source pieces into the output, which needs one vocabulary for "
             "both (data.tokenizer.joint: true); set generate.whole_words: false for this model"
         )
-    return tokenizers.target.word_marks()
+    return TargetPieces(tokenizers.target.word_marks(), byte_ids)
 
 
 def detokenize(
@@ -87,7 +89,7 @@ def decode_split(
     texts = [example.source for example in split.texts()]
     slots = copy_slots(model)
     oovs = [tokenizers.source_oovs(text, slots) for text in texts] if slots else [[]] * len(split)
-    results = search_all(model, sources, config, word_marks(tokenizers, config))
+    results = search_all(model, sources, config, target_pieces(tokenizers, config))
     return [
         [detokenize(model, tokenizers, config, text, source, words, h) for h in nbest]
         for nbest, text, source, words in zip(results, texts, sources, oovs, strict=True)
@@ -238,7 +240,7 @@ class Generator:
 
     def generate_encoded(self, inputs: Sequence[Encoded], config: GenerateConfig) -> list[list[Output]]:
         """Search inputs already encoded with a config already checked (the server's batches)."""
-        results = self.engine.search([i.ids for i in inputs], config, word_marks(self.tokenizers, config))
+        results = self.engine.search([i.ids for i in inputs], config, target_pieces(self.tokenizers, config))
         return [
             [
                 Output(

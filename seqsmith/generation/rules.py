@@ -1,5 +1,5 @@
-"""Rules every search obeys at every step: length limits, forbidden symbols, n-gram blocking and, when
-asked, whole copied names.
+"""Rules every search obeys at every step: length limits, forbidden symbols, n-gram blocking, whole UTF-8
+characters from byte pieces and, when asked, whole copied names.
 
 They are applied to the model's log-probabilities before any choice is made (masked entries become -inf),
 so all algorithms agree on what an allowed output is.
@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from seqsmith.config import GenerateConfig
-from seqsmith.data.tokenizer import WordMarks
+from seqsmith.data.tokenizer import TargetPieces
+from seqsmith.generation.whole_characters import WholeCharacters
 from seqsmith.generation.whole_words import WholeWords
 from seqsmith.models.interface import Seq2SeqModel
 
@@ -44,6 +45,7 @@ class LengthLimits:
     lowest_max: int = 0
     longest: int = 0
     words: WholeWords | None = None  # the rows' sources, with generate.whole_words
+    characters: WholeCharacters | None = None  # with byte fallback: the same for every row
 
     def __post_init__(self) -> None:
         if self.min_len.numel():
@@ -58,21 +60,26 @@ class LengthLimits:
         src_mask: Tensor,
         config: GenerateConfig,
         model: Seq2SeqModel,
-        marks: WordMarks | None = None,
+        pieces: TargetPieces | None = None,
     ) -> LengthLimits:
         """Source length = real tokens other than BOS/EOS; max length = a * that + b (never below min), and
         never past ``config.max_length`` nor ``model.max_output_length``: the one bound on search memory.
-        With ``config.whole_words`` and the tokenizer's ``marks``, the rows also keep copied names whole."""
+        With the tokenizer's ``pieces``, byte pieces write whole characters and, with
+        ``config.whole_words``, the rows keep copied names whole."""
         longest = min(model.max_output_length, config.max_length)
         real = src_mask & (src != model.eos_id) & (src != model.bos_id)
+        pieces = pieces or TargetPieces()
+        marks = pieces.words
         words = WholeWords.from_marks(marks, src) if config.whole_words and marks is not None else None
-        return cls(*length_bounds(real.sum(1), config, longest), words=words)
+        characters = WholeCharacters.from_byte_ids(pieces.byte_ids, src.device)
+        return cls(*length_bounds(real.sum(1), config, longest), words=words, characters=characters)
 
     def select(self, rows: Tensor) -> LengthLimits:
         return LengthLimits(
             self.min_len.index_select(0, rows),
             self.max_len.index_select(0, rows),
             words=self.words.select(rows) if self.words is not None else None,
+            characters=self.characters,
         )
 
 
@@ -85,11 +92,12 @@ def constrain(
     no_repeat_ngram: int,
 ) -> Tensor:
     """Mask, in place, what row r may not emit as its output token number ``step`` (0-based): PAD and BOS
-    always, EOS outside the length limits, tokens that repeat an n-gram. Returns ``scores``.
+    always, EOS outside the length limits, tokens that repeat an n-gram, bytes that would not make whole
+    characters. Returns ``scores``.
 
     In place because the scores are (rows, vocabulary): a copy per step cost as much as the masking.
-    ``history`` (rows, step) holds the tokens emitted so far. If n-gram blocking leaves a row with no
-    allowed symbol at all, that row may end (EOS), so every live row always has a way forward.
+    ``history`` (rows, step) holds the tokens emitted so far. If the rules leave a row with no allowed
+    symbol at all, that row may end (EOS), so every live row always has a way forward.
     """
     eos = model.eos_id
     eos_scores = scores[:, eos].clone()
@@ -105,7 +113,9 @@ def constrain(
         block_ngrams(scores, history, no_repeat_ngram)
     if limits.words is not None:
         limits.words.mask(scores, history)
-    if blocking or limits.words is not None:
+    if limits.characters is not None:
+        limits.characters.mask(scores, history)
+    if blocking or limits.words is not None or limits.characters is not None:
         stuck = scores.amax(dim=1) == float("-inf")
         scores[:, eos] = torch.where(stuck, eos_scores, scores[:, eos])
     return scores

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from seqsmith.config import GenerateConfig
-from seqsmith.data.tokenizer import WordMarks
+from seqsmith.data.tokenizer import TargetPieces
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.beam import beam_search
 from seqsmith.generation.hypothesis import Hypothesis
@@ -27,13 +27,13 @@ def generate_ids(
     src: Tensor,
     src_mask: Tensor,
     config: GenerateConfig,
-    marks: WordMarks | None = None,
+    pieces: TargetPieces | None = None,
 ) -> list[list[Hypothesis]]:
     """Per source sentence, up to ``config.nbest`` hypotheses, best first.
 
-    ``src`` (batch, src_len) holds ids, ``src_mask`` is True at real tokens; ``marks`` (the tokenizer's)
-    serve ``config.whole_words``. The model runs in eval mode under ``torch.inference_mode`` and gets its
-    previous mode back afterwards.
+    ``src`` (batch, src_len) holds ids, ``src_mask`` is True at real tokens; ``pieces`` (the tokenizer's)
+    serve whole characters and ``config.whole_words``. The model runs in eval mode under
+    ``torch.inference_mode`` and gets its previous mode back afterwards.
     """
     _check(src, src_mask, config)
     if src.size(0) == 0:
@@ -43,7 +43,7 @@ def generate_ids(
     try:
         with torch.inference_mode():
             memory = model.encode(src, src_mask)
-            limits = LengthLimits.from_source(src, src_mask, config, model, marks)
+            limits = LengthLimits.from_source(src, src_mask, config, model, pieces)
             if config.method in ("beam", "diverse_beam"):
                 return beam_search(model, memory, limits, config, config.keep_attention)
             return sample(model, memory, limits, config, config.keep_attention, config.method == "greedy")
@@ -75,14 +75,14 @@ def search_all(
     model: Seq2SeqModel,
     sources: Sequence[Sequence[int]],
     config: GenerateConfig,
-    marks: WordMarks | None = None,
+    pieces: TargetPieces | None = None,
 ) -> list[list[Hypothesis]]:
     """Search every source (ids ending with EOS) in length-sorted batches; results in input order."""
     results: list[list[Hypothesis]] = [[] for _ in sources]
     device = model.device
     for indices in length_batches([len(s) for s in sources], config.batch_tokens // config.width):
         src, mask = pad([sources[i] for i in indices], model.pad_id)
-        found = generate_ids(model, src.to(device), mask.to(device), config, marks)
+        found = generate_ids(model, src.to(device), mask.to(device), config, pieces)
         for index, hypotheses in zip(indices, found):
             if not hypotheses:
                 raise SeqsmithError(
