@@ -31,6 +31,7 @@ from seqsmith.hardware import cpu_flags
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "runs/multi30k_en_de_tiny/model"  # configs/multi30k_en_de_tiny.yaml
 STUDENT = "runs/multi30k_en_de_student/model"  # configs/multi30k_en_de_student.yaml, distilled from TINY
+WEBNLG = "runs/webnlg/model"  # configs/webnlg.yaml: unseen names in byte pieces, for search_rules
 TRAIN_TINY = "seqsmith prepare configs/multi30k_en_de.yaml && seqsmith train configs/multi30k_en_de_tiny.yaml"
 
 
@@ -73,6 +74,12 @@ STEPS = [
         "thread_policy",
         quick=["--repeats", "1", "--steps", "30", "--sentences", "50"],
         needs={TINY: TRAIN_TINY},
+    ),
+    Step(
+        "search_rules",
+        ["--model-dir", WEBNLG, "--data", "runs/webnlg_unseen/data"],
+        ["--limit", "50", "--runs", "1"],
+        {WEBNLG: "docs/results.md, WebNLG", "runs/webnlg_unseen/data": "docs/results.md, WebNLG"},
     ),
     Step("data_memory", quick=["--repeats", "1"]),
     Step("time_to_quality", quick=["--minutes", "3"]),
