@@ -147,6 +147,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.model_proto = model_proto
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
         self._marks: WordMarks | None = None
+        self._byte_ids: tuple[int, ...] | None = None  # byte_ids(), once asked
 
     @classmethod
     def train(
@@ -255,8 +256,10 @@ class SentencePieceTokenizer(Tokenizer):
         return self._marks
 
     def byte_ids(self) -> tuple[int, ...]:
-        ids = tuple(self.processor.piece_to_id(symbol) for symbol in BYTE_SYMBOLS)
-        return ids if all(self.processor.is_byte(i) for i in ids) else ()
+        if self._byte_ids is None:
+            ids = tuple(self.processor.piece_to_id(symbol) for symbol in BYTE_SYMBOLS)
+            self._byte_ids = ids if all(self.processor.is_byte(i) for i in ids) else ()
+        return self._byte_ids
 
     def unknown_surfaces(self, text: str) -> dict[int, str]:
         """An unknown piece spans the text up to where the next known piece's text starts."""
