@@ -31,7 +31,7 @@ def _following(lead: int) -> int:
 class WholeCharacters:
     """The rule for one output vocabulary; tables indexed by byte value + 1 (0: not a byte piece)."""
 
-    byte_of: Tensor  # (vocabulary,) long: the byte an id writes, -1 for other ids
+    byte_of: Tensor  # (highest byte id + 1,) long: the byte an id writes, -1 for other ids
     continuation_ids: Tensor  # (64,) ids of bytes 80-BF, in byte order
     unused_ids: Tensor  # ids of the bytes no UTF-8 text holds
     following: Tensor  # (257,) continuation bytes a lead needs
