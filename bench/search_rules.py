@@ -73,7 +73,7 @@ def markdown(report: dict[str, Any]) -> str:
         "## Whole characters from byte pieces: cost and effect in decoding",
         "",
         f"The first {settings['sentences']} sources of `{settings['source']}`, model "
-        f"`{settings['model_dir']}` ({settings['byte_pieces']} byte pieces), {settings['threads']} threads, "
+        f"`{settings['model_dir']}`, {settings['threads']} threads, "
         f"median of {settings['runs']} runs, the rule on and off alternating in one process. Host: "
         f"{report['machine']['processor']}; load {report['machine']['loadavg_before']} -> "
         f"{report['machine']['loadavg_after']}. Produced by `{settings['command']}`.",
@@ -114,8 +114,7 @@ def main() -> None:
         texts = [json.loads(line)["source"] for line in read_lines(source, "split")[: args.limit]]
     except SeqsmithError as error:
         sys.exit(f"search_rules: error: {error}")
-    byte_pieces = len(generator.tokenizers.target.byte_ids())
-    if not byte_pieces:
+    if generator.tokenizers.target.first_byte_id() is None:
         sys.exit(f"search_rules: error: {args.model_dir}'s vocabulary has no byte pieces: nothing to measure")
     sources = [generator.encode(text) for text in texts]
     report: dict[str, Any] = {
@@ -125,7 +124,6 @@ def main() -> None:
             "model_dir": repo_path(args.model_dir),
             "source": repo_path(source),
             "sentences": len(sources),
-            "byte_pieces": byte_pieces,
             "runs": args.runs,
             "threads": args.threads,
         },

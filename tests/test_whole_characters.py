@@ -17,7 +17,9 @@ from seqsmith.specials import EOS_ID, SEP, SPECIALS
 
 SYMBOLS = [*SPECIALS, SEP, *BYTE_SYMBOLS, "a", "b"]
 TOKENIZER = CharTokenizer(SYMBOLS)
-BYTE_IDS = TOKENIZER.byte_ids()
+FIRST = TOKENIZER.first_byte_id()
+assert FIRST is not None
+BYTE_IDS = list(range(FIRST, FIRST + 256))
 WORDS = [len(SYMBOLS) - 2, len(SYMBOLS) - 1]  # ids that are not bytes
 # the edges of every length and of the ranges UTF-8 leaves out (surrogates, past U+10FFFF)
 EDGES = [0x41, 0x7F, 0x80, 0x7FF, 0x800, 0xFFF, 0x1000, 0xD7FF, 0xE000, 0xFFFF, 0x10000, 0x3FFFF, 0x40000]
@@ -72,8 +74,7 @@ def allowed_by_utf8(tail: bytes, vocabulary: int) -> set[int]:
 
 
 def test_every_row_may_write_exactly_what_keeps_its_bytes_valid_utf8() -> None:
-    rule = WholeCharacters.from_byte_ids(BYTE_IDS, torch.device("cpu"))
-    assert rule is not None
+    rule = WholeCharacters(FIRST, torch.device("cpu"))
     made = histories(random.Random(0), 300)
     width = max(len(ids) for ids, _ in made)
     vocabulary = len(SYMBOLS) + 3  # copy slots past the vocabulary are not bytes
@@ -87,9 +88,8 @@ def test_every_row_may_write_exactly_what_keeps_its_bytes_valid_utf8() -> None:
     assert set(empty[0].isfinite().nonzero().flatten().tolist()) == allowed_by_utf8(b"", vocabulary)
 
 
-def test_a_vocabulary_without_byte_pieces_has_no_rule() -> None:
-    assert CharTokenizer([*SPECIALS, SEP, "a"]).byte_ids() == ()
-    assert WholeCharacters.from_byte_ids((), torch.device("cpu")) is None
+def test_a_vocabulary_without_byte_pieces_has_no_first_byte() -> None:
+    assert CharTokenizer([*SPECIALS, SEP, "a"]).first_byte_id() is None
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
@@ -104,7 +104,11 @@ def test_search_writes_whole_characters_where_the_model_would_not(method: str) -
         method=method, beam_size=3, min_length=6, max_length_a=0.0, max_length_b=6, seed=1
     )
     sources = [[WORDS[0], WORDS[1], EOS_ID], [WORDS[1], EOS_ID]]
-    ruled = search_all(model, sources, options, TargetPieces(byte_ids=BYTE_IDS))
+    pieces = TargetPieces(first_byte=FIRST)
+    ruled = search_all(model, sources, options, pieces)
     assert [TOKENIZER.decode(found[0].tokens) for found in ruled] == ["\u00e9" * 3] * 2
     unruled = search_all(model, sources, options)
     assert [TOKENIZER.decode(found[0].tokens) for found in unruled] == ["\ufffd" * 6] * 2
+    # at its length limit a row inside a character may still end: search never runs out of symbols
+    cut = options.model_copy(update={"min_length": 0, "max_length_b": 1})
+    assert all(found[0].tokens == [BYTE_IDS[0xC3]] for found in search_all(model, sources, cut, pieces))

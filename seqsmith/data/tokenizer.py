@@ -63,11 +63,11 @@ class WordMarks:
 @dataclass(frozen=True)
 class TargetPieces:
     """What search reads of the output vocabulary: the word marks of ``generate.whole_words`` (None when
-    it is off) and the ids of the 256 byte pieces in byte order (empty without byte fallback), which
-    search keeps to whole UTF-8 characters (generation/whole_characters.py)."""
+    it is off) and the id of the first of the 256 byte pieces (None without byte fallback), which search
+    keeps to whole UTF-8 characters (generation/whole_characters.py)."""
 
     words: WordMarks | None = None
-    byte_ids: tuple[int, ...] = ()
+    first_byte: int | None = None
 
 
 class Tokenizer(ABC):
@@ -116,9 +116,9 @@ class Tokenizer(ABC):
         """None where an id is a whole word or a character, so that no word is spelled in pieces."""
         return None
 
-    def byte_ids(self) -> tuple[int, ...]:
-        """The ids of ``<0x00>``..``<0xFF>`` in byte order; empty without byte fallback."""
-        return ()
+    def first_byte_id(self) -> int | None:
+        """The id of ``<0x00>``, which ``<0x01>``..``<0xFF>`` follow in order; None without byte fallback."""
+        return None
 
     @abstractmethod
     def pieces(self, text: str) -> list[str]:
@@ -147,7 +147,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.model_proto = model_proto
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
         self._marks: WordMarks | None = None
-        self._byte_ids: tuple[int, ...] | None = None  # byte_ids(), once asked
+        self._first_byte: int | None = -1  # first_byte_id(), once asked
 
     @classmethod
     def train(
@@ -255,11 +255,13 @@ class SentencePieceTokenizer(Tokenizer):
         self._marks = WordMarks(starts, glues, capital, surfaces)
         return self._marks
 
-    def byte_ids(self) -> tuple[int, ...]:
-        if self._byte_ids is None:
-            ids = tuple(self.processor.piece_to_id(symbol) for symbol in BYTE_SYMBOLS)
-            self._byte_ids = ids if all(self.processor.is_byte(i) for i in ids) else ()
-        return self._byte_ids
+    def first_byte_id(self) -> int | None:
+        """SentencePiece puts its byte pieces in one block, in byte order."""
+        if self._first_byte == -1:
+            ids = [self.processor.piece_to_id(symbol) for symbol in BYTE_SYMBOLS]
+            block = all(self.processor.is_byte(i) for i in ids) and ids == list(range(ids[0], ids[0] + 256))
+            self._first_byte = ids[0] if block else None
+        return self._first_byte
 
     def unknown_surfaces(self, text: str) -> dict[int, str]:
         """An unknown piece spans the text up to where the next known piece's text starts."""
@@ -400,9 +402,8 @@ class SymbolTokenizer(Tokenizer):
         """The symbols a run of byte ids spelled."""
         return [text]
 
-    def byte_ids(self) -> tuple[int, ...]:
-        first = self.first_byte
-        return () if first is None else tuple(range(first, first + len(BYTE_SYMBOLS)))
+    def first_byte_id(self) -> int | None:
+        return self.first_byte
 
     def unknown_surfaces(self, text: str) -> dict[int, str]:
         if self.first_byte is not None:

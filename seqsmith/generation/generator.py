@@ -54,15 +54,15 @@ def copy_slots(model: Seq2SeqModel | None) -> int:
 def target_pieces(tokenizers: Tokenizers, config: GenerateConfig) -> TargetPieces:
     """What search reads of the output pieces: their bytes, and what ``generate.whole_words`` needs, which
     compares output ids with source ids."""
-    byte_ids = tokenizers.target.byte_ids()
+    first_byte = tokenizers.target.first_byte_id()
     if not config.whole_words:
-        return TargetPieces(byte_ids=byte_ids)
+        return TargetPieces(first_byte=first_byte)
     if not tokenizers.joint:
         raise SeqsmithError(
             "generate.whole_words copies source pieces into the output, which needs one vocabulary for "
             "both (data.tokenizer.joint: true); set generate.whole_words: false for this model"
         )
-    return TargetPieces(tokenizers.target.word_marks(), byte_ids)
+    return TargetPieces(tokenizers.target.word_marks(), first_byte)
 
 
 def detokenize(

@@ -71,7 +71,8 @@ class LengthLimits:
         pieces = pieces or TargetPieces()
         marks = pieces.words
         words = WholeWords.from_marks(marks, src) if config.whole_words and marks is not None else None
-        characters = WholeCharacters.from_byte_ids(pieces.byte_ids, src.device)
+        first = pieces.first_byte
+        characters = None if first is None else WholeCharacters(first, src.device)
         return cls(*length_bounds(real.sum(1), config, longest), words=words, characters=characters)
 
     def select(self, rows: Tensor) -> LengthLimits:
@@ -113,11 +114,13 @@ def constrain(
         block_ngrams(scores, history, no_repeat_ngram)
     if limits.words is not None:
         limits.words.mask(scores, history)
-    if limits.characters is not None:
-        limits.characters.mask(scores, history)
-    if blocking or limits.words is not None or limits.characters is not None:
+    inside = None if limits.characters is None else limits.characters.mask(scores, history)
+    if blocking or limits.words is not None:
         stuck = scores.amax(dim=1) == float("-inf")
         scores[:, eos] = torch.where(stuck, eos_scores, scores[:, eos])
+    elif inside is not None:  # only rows inside a character may have lost every symbol
+        stuck = scores[inside].amax(dim=1) == float("-inf")
+        scores[inside, eos] = torch.where(stuck, eos_scores[inside], scores[inside, eos])
     return scores
 
 

@@ -4,90 +4,91 @@ With byte fallback a tokenizer spells what its vocabulary lacks (a rare letter, 
 Chinese characters of a small vocabulary) as UTF-8 bytes, one piece a byte. A model that has seen such a
 character a few times may emit its first byte and then something else, and the text decodes with U+FFFD
 where the character should be. The rule lets a row write only what keeps its bytes a valid UTF-8 prefix
-(RFC 3629): a continuation byte only where a character is open, nothing else until it is complete (EOS
-neither), and never the bytes UTF-8 has no use for (C0, C1, F5-FF). Where a character may go is read from
-the last three output ids, so the rule keeps no state of its own and follows any reordering of rows.
+(RFC 3629): a continuation byte only inside a character, nothing else until the character is complete (EOS
+neither), and never the bytes UTF-8 has no use for (C0, C1, F5-FF).
+
+Where a row stands is read from its last three output ids, so the rule keeps no state of its own and
+follows any reordering of rows: a character is at most four bytes, so an open one began at most three ids
+back. Each id is put in one of nine classes (not a byte or a byte that opens nothing, a continuation
+byte, and the seven kinds of lead byte), and a table over the 9^3 class triples, filled once from the
+UTF-8 automaton, gives the row's state. A step costs a handful of tensor operations whatever the vocabulary.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 
 import torch
 from torch import Tensor
 
-_CONTINUATION = range(0x80, 0xC0)
-_UNUSED = [0xC0, 0xC1, *range(0xF5, 0x100)]
-# the byte after these leads is narrower than 80-BF: no overlong forms, surrogates or values past U+10FFFF
-_SECOND = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
+_CLOSED = 0
+# open states: (lowest, highest) value the next byte may take; the narrower ranges after E0, ED, F0 and F4
+# leave out overlong forms, surrogates and code points past U+10FFFF
+_NEXT = {1: (0x80, 0xBF), 2: (0x80, 0xBF), 3: (0x80, 0xBF), 4: (0xA0, 0xBF), 5: (0x80, 0x9F)}
+_NEXT |= {6: (0x90, 0xBF), 7: (0x80, 0x8F)}
+_STATES = 8
+# (lead bytes, the state each opens): 1, 2, 3 continuation bytes to come, 4-7 the narrow cases
+_LEADS = [(range(0xC2, 0xE0), 1), (range(0xE1, 0xED), 2), (range(0xEE, 0xF0), 2), (range(0xF1, 0xF4), 3)]
+_LEADS += [(range(0xE0, 0xE1), 4), (range(0xED, 0xEE), 5), (range(0xF0, 0xF1), 6), (range(0xF4, 0xF5), 7)]
+_AFTER_CONTINUATION = [_CLOSED, _CLOSED, 1, 2, 1, 1, 2, 2]  # state -> state after a continuation byte
+# an id's class: 0 not a byte or a byte that opens nothing, 1 a continuation byte, 1 + s a lead opening s
+_CONTINUATION = 1
+_CLASSES = 1 + _STATES
 
 
-def _following(lead: int) -> int:
-    """Continuation bytes a character that starts with ``lead`` needs (0: not a lead of one)."""
-    return 1 if 0xC2 <= lead <= 0xDF else 2 if 0xE0 <= lead <= 0xEF else 3 if 0xF0 <= lead <= 0xF4 else 0
+def _byte_class(byte: int) -> int:
+    if 0x80 <= byte <= 0xBF:
+        return _CONTINUATION
+    return next((1 + state for leads, state in _LEADS if byte in leads), 0)
 
 
-@dataclasses.dataclass
+def _state(classes: tuple[int, int, int]) -> int:
+    """The automaton from a closed state over the classes; a continuation byte with no open character
+    (the tail of one that began before the three ids) leaves the state closed."""
+    state = _CLOSED
+    for kind in classes:
+        state = _AFTER_CONTINUATION[state] if kind == _CONTINUATION else max(kind - 1, _CLOSED)
+    return state
+
+
+_BYTE_CLASSES = [_byte_class(byte) for byte in range(256)]
+_TRIPLE_STATES = [_state((a, b, c)) for a, b, c in itertools.product(range(_CLASSES), repeat=3)]
+
+
 class WholeCharacters:
-    """The rule for one output vocabulary; tables indexed by byte value + 1 (0: not a byte piece)."""
+    """The rule for an output vocabulary whose byte pieces are the 256 ids from ``first`` on."""
 
-    byte_of: Tensor  # (highest byte id + 1,) long: the byte an id writes, -1 for other ids
-    continuation_ids: Tensor  # (64,) ids of bytes 80-BF, in byte order
-    unused_ids: Tensor  # ids of the bytes no UTF-8 text holds
-    following: Tensor  # (257,) continuation bytes a lead needs
-    second_low: Tensor  # (257,) the range of the byte right after a lead
-    second_high: Tensor
+    def __init__(self, first: int, device: torch.device) -> None:
+        self.first = first
+        classes = torch.zeros(first + 257, dtype=torch.long)  # the last entry stands for every id past
+        classes[first : first + 256] = torch.tensor(_BYTE_CLASSES)
+        self.classes = classes.to(device)
+        self.states = torch.tensor(_TRIPLE_STATES, device=device)
+        self.place = torch.tensor([_CLASSES**2, _CLASSES, 1], device=device)
+        self.low = torch.tensor([_NEXT.get(s, (0, 0))[0] for s in range(_STATES)], device=device)
+        self.high = torch.tensor([_NEXT.get(s, (0, 0))[1] for s in range(_STATES)], device=device)
+        self.values = torch.arange(0x80, 0xC0, device=device)
 
-    @classmethod
-    def from_byte_ids(cls, byte_ids: tuple[int, ...], device: torch.device) -> WholeCharacters | None:
-        if not byte_ids:
-            return None
-        byte_of = torch.full((max(byte_ids) + 1,), -1, dtype=torch.long)
-        byte_of[list(byte_ids)] = torch.arange(256)
-        low = [0x80] * 257
-        high = [0xBF] * 257
-        for lead, (first, last) in _SECOND.items():
-            low[lead + 1], high[lead + 1] = first, last
-        ids = torch.tensor(byte_ids)
-        return cls(
-            byte_of.to(device),
-            ids[list(_CONTINUATION)].to(device),
-            ids[_UNUSED].to(device),
-            torch.tensor([0] + [_following(b) for b in range(256)], device=device),
-            torch.tensor(low, device=device),
-            torch.tensor(high, device=device),
-        )
-
-    def mask(self, scores: Tensor, history: Tensor) -> None:
-        """-inf, in place, at every id row r may not write next (``history``: (rows, steps))."""
-        scores[:, self.unused_ids] = float("-inf")
+    def mask(self, scores: Tensor, history: Tensor) -> Tensor | None:
+        """-inf, in place, at every id row r may not write next (``history``: (rows, steps)). Returns the
+        rows inside a character (only those may be left with no allowed id), None if there are none."""
+        first, minus = self.first, float("-inf")
+        scores[:, first + 0xC0 : first + 0xC2] = minus
+        scores[:, first + 0xF5 : first + 0x100] = minus
         last = history[:, -3:]
-        inside = (last >= 0) & (last < self.byte_of.numel())
-        values = torch.where(inside, self.byte_of[last.clamp(0, self.byte_of.numel() - 1)], -1)
-        open_bytes = torch.zeros(history.size(0), dtype=torch.long, device=history.device)
-        low = torch.full_like(open_bytes, 0x80)
-        high = torch.full_like(open_bytes, 0xBF)
-        only_continuations = torch.ones_like(open_bytes, dtype=torch.bool)  # after the byte looked at
-        for back in range(1, last.size(1) + 1):  # the nearest byte that is not a continuation decides
-            value = values[:, -back] + 1
-            needs = self.following[value] - (back - 1)
-            opened = only_continuations & (needs > 0)
-            open_bytes = torch.where(opened, needs, open_bytes)
-            if back == 1:
-                low = torch.where(opened, self.second_low[value], low)
-                high = torch.where(opened, self.second_high[value], high)
-            only_continuations &= (value > 0x80) & (value <= 0xC0)
-        closed = (open_bytes == 0).unsqueeze(1)
-        continuations = self.continuation_ids
-        scores[:, continuations] = scores[:, continuations].masked_fill(closed, float("-inf"))
-        if not bool((open_bytes > 0).any()):
-            return
-        rows = (open_bytes > 0).nonzero().squeeze(1)
-        value = torch.arange(0x80, 0xC0, device=scores.device)
-        allowed = (value >= low[rows].unsqueeze(1)) & (value <= high[rows].unsqueeze(1))
-        kept = scores[rows][:, continuations].masked_fill(~allowed, float("-inf"))
-        only = torch.full(
-            (rows.numel(), scores.size(1)), float("-inf"), dtype=scores.dtype, device=scores.device
-        )
-        only[:, continuations] = kept
-        scores[rows] = only
+        if last.size(1) == 0:
+            scores[:, first + 0x80 : first + 0xC0] = minus
+            return None
+        kinds = self.classes[last.clamp(max=self.classes.numel() - 1)]
+        state = self.states[(kinds * self.place[-last.size(1) :]).sum(1)]
+        inside = state != _CLOSED
+        scores[:, first + 0x80 : first + 0xC0].masked_fill_(~inside.unsqueeze(1), minus)
+        if not bool(inside.any()):
+            return None
+        rows = inside.nonzero().squeeze(1)
+        open_state = state[rows].unsqueeze(1)
+        allowed = (self.values >= self.low[open_state]) & (self.values <= self.high[open_state])
+        kept = scores[rows, first + 0x80 : first + 0xC0].masked_fill(~allowed, minus)
+        scores[rows] = minus
+        scores[rows, first + 0x80 : first + 0xC0] = kept
+        return rows
