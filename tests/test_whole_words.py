@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from toy_model import ToyModel
 
 from seqsmith.config import GenerateConfig
-from seqsmith.data.tokenizer import WordMarks
+from seqsmith.data.tokenizer import TargetPieces, WordMarks
 from seqsmith.generation.search import generate_ids
 from seqsmith.generation.whole_words import WholeWords
 
@@ -145,7 +145,7 @@ def test_every_search_obeys_it_through_beam_reordering() -> None:
                     max_length_a=0, max_length_b=10, whole_words=rule,
                 )  # fmt: skip
                 src_ids, mask = torch.tensor([src]), torch.ones(1, len(src), dtype=torch.bool)
-                for hypothesis in generate_ids(model, src_ids, mask, config, MARKS)[0]:
+                for hypothesis in generate_ids(model, src_ids, mask, config, TargetPieces(MARKS))[0]:
                     tokens = hypothesis.tokens
                     fine = all(
                         tokens[t] not in blocked(MARKS, src, tokens[:t], len(PIECES))
