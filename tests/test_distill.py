@@ -136,11 +136,11 @@ def test_soft_targets_match_a_float64_kl_divergence() -> None:
 def word_distilled(
     teacher: Path, root: Path, weight: float, data_of: Path | None = None, **train: object
 ) -> list[dict[str, float]]:
-    teacher_data = read_config(data_of or teacher).data.output_dir
+    teacher_data = read_config(data_of or teacher).data  # the student reads the teacher's prepared data
     config = tiny_config(
         root,
         model={"dropout": 0.0},
-        data={"output_dir": teacher_data},
+        data=teacher_data.model_dump(mode="json"),
         train={
             "max_steps": 40,
             "validate_every": 1000,
@@ -174,7 +174,7 @@ def test_a_teacher_that_cannot_be_read_or_speaks_other_pieces_is_named(teacher: 
     api.prepare(chars)
     student = tiny_config(
         tmp_path / "b",
-        data={"output_dir": chars.data.output_dir},
+        data=chars.data.model_dump(mode="json"),
         train={"max_steps": 1, "objective": {"kind": "word_distill", "teacher": str(teacher)}},
     )
     with pytest.raises(SeqsmithError, match="its source vocabulary .* is not the student's"):

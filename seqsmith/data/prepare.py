@@ -277,8 +277,9 @@ def _settings(data: DataConfig) -> dict[str, Any]:
 
 
 def _short(value: Any, limit: int = 60) -> str:
+    """The value as JSON, its middle left out when long: paths differ at their ends."""
     text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit // 3] + "..." + text[-(limit - limit // 3 - 3) :]
 
 
 def _differences(prepared: Any, wanted: Any, key: str) -> list[str]:
