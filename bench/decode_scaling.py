@@ -15,7 +15,6 @@ docs/benchmarks/decode_scaling.json and a section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from measure import machine, repo_path
-from tables import BENCHMARKS_MD, figures_path, invocation, publish
+from measure import decoding_settings, decoding_sources, machine
+from tables import BENCHMARKS_MD, figures_path, publish
 
 from seqsmith.config import GenerateConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import read_lines
 from seqsmith.generation.generator import Generator, target_pieces
 from seqsmith.generation.search import generate_ids, pad
 
@@ -106,25 +104,14 @@ def main() -> None:
     loadavg_before = [round(x, 2) for x in os.getloadavg()]
     try:
         generator = Generator.from_pretrained(args.model_dir)
-        split = Path(generator.data_config.output_dir) / f"{generator.full_config.evaluate.split}.jsonl"
-        source = args.source or split
-        if not source.is_file():
-            raise SeqsmithError(f"{source} not found: prepare the model's data or pass --source FILE")
-        lines = read_lines(source, "source file")[: args.limit]
-        texts = lines if args.source else [json.loads(line)["source"] for line in lines]
+        data = Path(generator.data_config.output_dir)
+        source, texts = decoding_sources(data, generator.full_config.evaluate.split, args.source, args.limit)
     except SeqsmithError as error:
         sys.exit(f"decode_scaling: error: {error}")
     sources = [generator.encode(text) for text in texts]
     report: dict[str, Any] = {
         "benchmark": "decode_scaling",
-        "settings": {
-            "command": invocation(),
-            "model_dir": repo_path(args.model_dir),
-            "source": repo_path(source),
-            "sentences": len(sources),
-            "runs": args.runs,
-            "threads": args.threads,
-        },
+        "settings": decoding_settings(args, source, len(sources)),
         "beam": [measure(generator, sources, beam, 32, args.runs) for beam in BEAMS],
         "batch": [measure(generator, sources, 5, size, args.runs) for size in BATCH_SIZES],
         "machine": machine(loadavg_before),

@@ -1,5 +1,6 @@
-"""Child processes with their peak memory: every benchmark runs each system in its own process.
+"""Child processes with their peak memory, and what every benchmark records about its machine and inputs.
 
+Every benchmark runs each system in its own process.
 The peak is the child's ``VmHWM`` (high-water resident set of its own address space), polled from /proc.
 ``ru_maxrss`` from ``wait4`` would not do: Linux carries the parent's peak over into a forked child, so a
 heavy benchmark process would set a floor under every child it measures. Where /proc is missing, the
@@ -8,14 +9,19 @@ fallback is ``ru_maxrss`` with that caveat.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+from tables import invocation
 
 from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import read_lines
 from seqsmith.hardware import cpu_name
 
 
@@ -69,4 +75,27 @@ def machine(loadavg_before: list[float]) -> dict[str, object]:
         "torch": torch.__version__,
         "loadavg_before": loadavg_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def decoding_sources(data_dir: Path, split: str, source: Path | None, limit: int) -> tuple[Path, list[str]]:
+    """The first ``limit`` texts a decoding benchmark reads: ``source`` (one a line) when given, else the
+    ``source`` field of ``split`` in the prepared ``data_dir``."""
+    path = source or data_dir / f"{split}.jsonl"
+    if not path.is_file():
+        fix = "pass an existing --source FILE" if source else "prepare the data or pass --source / --data"
+        raise SeqsmithError(f"{path} not found: {fix}")
+    lines = read_lines(path, "source file")[:limit]
+    return path, lines if source else [json.loads(line)["source"] for line in lines]
+
+
+def decoding_settings(args: argparse.Namespace, source: Path, sentences: int) -> dict[str, Any]:
+    """The settings a decoding benchmark's JSON records: its command, model, input and repetitions."""
+    return {
+        "command": invocation(),
+        "model_dir": repo_path(args.model_dir),
+        "source": repo_path(source),
+        "sentences": sentences,
+        "runs": args.runs,
+        "threads": args.threads,
     }

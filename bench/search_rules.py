@@ -15,7 +15,6 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from measure import machine, repo_path
-from tables import BENCHMARKS_MD, figures_path, invocation, publish
+from measure import decoding_settings, decoding_sources, machine
+from tables import BENCHMARKS_MD, figures_path, publish
 
 from seqsmith.data.tokenizer import TargetPieces
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import read_lines
 from seqsmith.generation.generator import Generator, search_all, target_pieces
 
 SEARCHES = {"greedy": 1, "beam 5": 5}
@@ -108,10 +106,7 @@ def main() -> None:
     try:
         generator = Generator.from_pretrained(args.model_dir)
         data = args.data or Path(generator.data_config.output_dir)
-        source = data / f"{generator.full_config.evaluate.split}.jsonl"
-        if not source.is_file():
-            raise SeqsmithError(f"{source} not found: prepare the data or pass another --data")
-        texts = [json.loads(line)["source"] for line in read_lines(source, "split")[: args.limit]]
+        source, texts = decoding_sources(data, generator.full_config.evaluate.split, None, args.limit)
     except SeqsmithError as error:
         sys.exit(f"search_rules: error: {error}")
     if generator.tokenizers.target.first_byte_id() is None:
@@ -119,14 +114,7 @@ def main() -> None:
     sources = [generator.encode(text) for text in texts]
     report: dict[str, Any] = {
         "benchmark": "search_rules",
-        "settings": {
-            "command": invocation(),
-            "model_dir": repo_path(args.model_dir),
-            "source": repo_path(source),
-            "sentences": len(sources),
-            "runs": args.runs,
-            "threads": args.threads,
-        },
+        "settings": decoding_settings(args, source, len(sources)),
         "rows": [measure(generator, sources, beam, args.runs) for beam in SEARCHES.values()],
         "machine": machine(loadavg_before),
     }
