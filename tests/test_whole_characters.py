@@ -11,7 +11,8 @@ from toy_model import ToyModel
 
 from seqsmith.config import GenerateConfig
 from seqsmith.data.tokenizer import BYTE_SYMBOLS, CharTokenizer, TargetPieces
-from seqsmith.generation.search import search_all
+from seqsmith.generation.search import pad, search_all
+from seqsmith.generation.sequences import decode_tensors
 from seqsmith.generation.whole_characters import WholeCharacters
 from seqsmith.specials import EOS_ID, SEP, SPECIALS
 
@@ -112,3 +113,23 @@ def test_search_writes_whole_characters_where_the_model_would_not(method: str) -
     # at its length limit a row inside a character may still end: search never runs out of symbols
     cut = options.model_copy(update={"min_length": 0, "max_length_b": 1})
     assert all(found[0].tokens == [BYTE_IDS[0xC3]] for found in search_all(model, sources, cut, pieces))
+
+
+@pytest.mark.parametrize("method", ["greedy", "sample"])
+def test_training_time_sampling_writes_whole_characters(method: str) -> None:
+    """The outputs that self-critical, minimum-risk and adversarial training score come from
+    ``decode_tensors``: with the tokenizer's pieces they are valid UTF-8 too, without them U+FFFD."""
+    model = ToyModel(vocab_size=len(SYMBOLS), dim=8, seed=1)
+    with torch.no_grad():
+        model.out.bias[BYTE_IDS[0xC3]] = 100.0
+        model.out.bias[BYTE_IDS[0xA9]] = 90.0
+    options = GenerateConfig(method=method, min_length=6, max_length_a=0.0, max_length_b=6)
+    src, mask = pad([[WORDS[0], WORDS[1], EOS_ID], [WORDS[1], EOS_ID]], 0)
+
+    def texts(pieces: TargetPieces | None) -> list[str]:
+        seeded = torch.Generator().manual_seed(0)
+        found = decode_tensors(model, src, mask, options, draws=2, generator=seeded, pieces=pieces)
+        return [TOKENIZER.decode(row[: end - 1].tolist()) for row, end in zip(found.ids, found.lengths)]
+
+    assert texts(TargetPieces(first_byte=FIRST)) == ["\u00e9" * 3] * 4
+    assert all("\ufffd" in text for text in texts(None))

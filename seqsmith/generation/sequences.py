@@ -4,7 +4,8 @@ training, distillation).
 Search (``generate_ids``) returns ranked Python hypotheses under inference mode, which cannot feed a
 backward pass. Here ``decode_tensors`` samples (or greedily picks) outputs for a batch and returns them as
 tensors (ids, lengths, the model's log-probability of every token) without gradients, under the same
-rules as search (length limits, forbidden symbols, n-gram blocking, temperature / top-k / top-p);
+rules as search (length limits, forbidden symbols, n-gram blocking, whole characters from byte pieces,
+temperature / top-k / top-p);
 ``token_log_probs`` scores given targets by teacher forcing *with* gradients, which is what a
 policy-gradient or risk loss back-propagates through.
 """
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from seqsmith.config import GenerateConfig
+from seqsmith.data.tokenizer import TargetPieces
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.rules import LengthLimits, constrain
 from seqsmith.generation.sampling import draw
@@ -55,8 +57,10 @@ def decode_tensors(
     config: GenerateConfig,
     draws: int = 1,
     generator: torch.Generator | None = None,
+    pieces: TargetPieces | None = None,
 ) -> Sequences:
-    """Greedy (``config.method == "greedy"``) or sampled outputs, ``draws`` per source, as tensors.
+    """Greedy (``config.method == "greedy"``) or sampled outputs, ``draws`` per source, as tensors;
+    ``pieces`` (the tokenizer's) keep byte pieces to whole characters, as in search.
 
     The model keeps its mode: in training mode its dropout is on while it decodes, so a caller that wants
     the outputs of the plain model puts it in eval mode first.
@@ -66,7 +70,7 @@ def decode_tensors(
             f"decode_tensors samples or decodes greedily: method {config.method!r} is neither"
         )
     greedy = config.method == "greedy"
-    limits = LengthLimits.from_source(src, src_mask, config, model)
+    limits = LengthLimits.from_source(src, src_mask, config, model, pieces)
     memory = model.encode(src, src_mask)
     source_rows = repeated(src.size(0), draws, src.device)
     if draws > 1:

@@ -64,7 +64,7 @@ class Adversarial(SequenceLevel):
     def loss(self, units: Units, batch: Batch, trained: str) -> Loss:
         model, k = model_of(units), self.config.samples
         with eval_mode(model):
-            samples = decode_tensors(model, batch.src, batch.src_mask, self.sampling(), k)
+            samples = decode_tensors(model, batch.src, batch.src_mask, self.sampling(), k, pieces=self.pieces)
         if trained == DISCRIMINATOR:
             return self.discriminator_loss(units, batch, samples)
         discriminator = units[DISCRIMINATOR].module

@@ -35,7 +35,7 @@ from seqsmith.config import (
     SelfCriticalObjectiveConfig,
 )
 from seqsmith.data.batching import Batch
-from seqsmith.data.tokenizer import Tokenizers
+from seqsmith.data.tokenizer import TargetPieces, Tokenizers
 from seqsmith.evaluation.metrics import check_tokenize
 from seqsmith.evaluation.rewards import sentence_rewards
 from seqsmith.generation.generator import copy_slots
@@ -77,6 +77,7 @@ class SequenceLevel(Objective):
 
     def start(self, model: Seq2SeqModel, tokenizers: Tokenizers, device: torch.device) -> None:
         self.tokenizers = tokenizers
+        self.pieces = TargetPieces(first_byte=tokenizers.target.first_byte_id())  # samples: whole characters
         self.placeholders = [f"copy{slot}" for slot in range(copy_slots(model))]
 
     def count(self, batch: Batch, trained: str) -> int:
@@ -214,9 +215,11 @@ class SelfCritical(Rewarded):
     def loss(self, units: Units, batch: Batch, trained: str) -> Loss:
         model, size, k = model_of(units), len(batch), self.config.samples
         with eval_mode(model):
-            samples = decode_tensors(model, batch.src, batch.src_mask, self.sampling(), k)
+            samples = decode_tensors(model, batch.src, batch.src_mask, self.sampling(), k, pieces=self.pieces)
             if self.config.baseline == "greedy":
-                greedy = decode_tensors(model, batch.src, batch.src_mask, self.sampling("greedy"))
+                greedy = decode_tensors(
+                    model, batch.src, batch.src_mask, self.sampling("greedy"), pieces=self.pieces
+                )
         scored = self.score(units[MAIN], batch, samples)
         references = self.references(model, batch)
         rewards = self.rewards(self.texts(samples.ids, samples.lengths), references, samples.source_rows)
@@ -238,9 +241,9 @@ class MinimumRisk(Rewarded):
         add_reference. A repeat (of a sample, or of the reference) and a beam's missing output do not."""
         k = self.config.candidates
         if self.config.search == "sample":
-            found = decode_tensors(model, batch.src, batch.src_mask, self.sampling(), k)
+            found = decode_tensors(model, batch.src, batch.src_mask, self.sampling(), k, pieces=self.pieces)
         else:
-            found = beam_sequences(model, batch, self.sampling("beam", beam_size=k, nbest=k), k)
+            found = beam_sequences(model, batch, self.sampling("beam", beam_size=k, nbest=k), k, self.pieces)
         if self.config.add_reference:
             found = with_references(model, found, batch, k)
         per_source = k + self.config.add_reference
@@ -279,9 +282,11 @@ class MinimumRisk(Rewarded):
         return Loss(self.config.gamma * risk + scored.value, figures)
 
 
-def beam_sequences(model: Seq2SeqModel, batch: Batch, config: GenerateConfig, k: int) -> Sequences:
+def beam_sequences(
+    model: Seq2SeqModel, batch: Batch, config: GenerateConfig, k: int, pieces: TargetPieces
+) -> Sequences:
     """The beam's k best outputs of each source as Sequences (a source with fewer gets empty rows)."""
-    found = generate_ids(model, batch.src, batch.src_mask, config)
+    found = generate_ids(model, batch.src, batch.src_mask, config, pieces)
     rows: list[list[int]] = []
     for hypotheses in found:
         outputs = [[*h.tokens, model.eos_id] for h in hypotheses[:k]]
