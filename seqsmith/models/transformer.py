@@ -383,7 +383,8 @@ class TransformerMemory(Memory):
 def _gather_blocks(indices: Tensor, block_rows: int) -> list[tuple[int, int]] | None:
     """Row ranges [start, end) that gather ``indices`` within one buffer when done in order: a block may
     start where every later row reads a row at or after it, one that no earlier block has written. Rows
-    before the first that moves are left alone. None when the blocks would be as large as a copy."""
+    before the first that moves are left alone. None when a block would need more than ``block_rows``
+    rows and half of all of them: a copy into a second buffer then costs no more memory."""
     rows = indices.numel()
     positions = torch.arange(rows, device=indices.device)
     moved = (indices != positions).nonzero()
