@@ -153,7 +153,7 @@ def plot(
         )
         for kind in kinds:
             chosen = [row for setting, row in results[name].items() if setting.startswith(kind)]
-            style = "o--" if kind == "temperature" else next(markers, "o")
+            style = "o" if kind == "temperature" else next(markers, "o")
             xs, ys = [r["bleu2"] for r in chosen], [r["distinct2"] for r in chosen]
             axes.plot(xs, ys, style, ls="--" if kind == "temperature" else "", label=f"{name}: {kind}")
     axes.axhline(human, color="#55a868", ls=":", label="references (human)")
