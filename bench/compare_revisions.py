@@ -157,7 +157,8 @@ def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     base = WORK / "base"
-    subprocess.run(["git", "worktree", "add", "--detach", str(base), args.base], cwd=ROOT, check=True)
+    add = ["git", "worktree", "add", "--detach", str(base), args.base]
+    subprocess.run(add, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # stdout carries the JSON alone
     trees = {"base": base, "this": ROOT}
     try:
         if args.decode:
