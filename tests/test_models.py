@@ -15,11 +15,10 @@ from torch import Tensor
 
 from seqsmith.config import ConvConfig, RNNConfig, TransformerConfig
 from seqsmith.errors import SeqsmithError
-from seqsmith.models import transformer
 from seqsmith.models.build import build_model, describe
 from seqsmith.models.interface import Seq2SeqModel
 from seqsmith.models.rnn import RNNModel
-from seqsmith.models.transformer import TransformerModel, TransformerState, _gather_blocks
+from seqsmith.models.transformer import TransformerModel, TransformerState
 from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID
 
 VOCAB = 17
@@ -171,67 +170,6 @@ def test_select_follows_rows(
         for t in range(3, 7):
             log_probs, state = model.decode_step(tgt_in[rows, t], memory, state)
             assert torch.allclose(log_probs, reference[rows, t], atol=1e-5)
-
-
-@pytest.mark.parametrize("block_rows", [1, 2, 3, 100])
-def test_gather_blocks_in_place_equal_a_copy(block_rows: int) -> None:
-    """Gathering block after block within one list gives what a gather into a new list gives, for every
-    index pattern the blocks accept (random beam-like, greedy-like and arbitrary ones); a pattern they
-    refuse is one whose blocks would be larger than half the rows."""
-    generator = torch.Generator().manual_seed(0)
-    patterns: list[tuple[list[int], bool]] = [([3, 2, 1, 0], False), ([0, 1, 2, 3], True), ([1, 2, 3], True)]
-    for _ in range(200):
-        beams, sentences = int(torch.randint(1, 4, ())), int(torch.randint(1, 6, ()))
-        kept = sorted(torch.randperm(sentences, generator=generator)[: max(1, sentences - 1)].tolist())
-        parents = [
-            s * beams + int(torch.randint(beams, (), generator=generator)) for s in kept for _ in range(beams)
-        ]
-        patterns.append((parents, beams <= block_rows))  # beam search's: always accepted at that size
-        patterns.append(
-            (torch.randint(0, 6, (int(torch.randint(1, 7, ())),), generator=generator).tolist(), False)
-        )
-    accepted = 0
-    for pattern, must_accept in patterns:
-        blocks = _gather_blocks(torch.tensor(pattern), block_rows)
-        assert blocks is not None or not must_accept, pattern
-        if blocks is None:
-            continue
-        accepted += 1
-        rows = list(range(max(len(pattern), max(pattern) + 1)))
-        for start, end in blocks:
-            rows[start:end] = [rows[i] for i in pattern[start:end]]
-        assert rows[: len(pattern)] == pattern, (pattern, blocks)
-        assert all(end - start <= max(block_rows, len(pattern) // 2) for start, end in blocks)
-    assert accepted > len(patterns) // 2
-
-
-def test_transformer_beam_reorder_stays_in_its_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Beam search's reorder (rows of a sentence read rows of the same or a later sentence, ended
-    sentences gone) moves rows within the state's one buffer, block by block, and decoding goes on as from
-    the rows it picked; a reversal, which no block order can do within one buffer, gets a copy."""
-    monkeypatch.setattr(transformer, "_BLOCK_BYTES", 1)  # one row a block: the most blocks
-    model = _model(TRANSFORMER_CONFIGS[0])
-    src, mask = _batch([6, 3, 5, 2, 4, 6], seed=5)
-    tgt_in, _ = _batch([7] * 6, seed=6)
-    with torch.no_grad():
-        reference, _ = _decode(model, src, mask, tgt_in)
-        for picked, in_place in (
-            ([0, 0, 3, 2, 5, 5], True),
-            ([2, 2, 5, 4], True),
-            ([5, 4, 3, 2, 1, 0], False),
-        ):
-            rows = torch.tensor(picked)
-            memory = model.encode(src, mask)
-            _, state = model.decode_step(tgt_in[:, 0], memory, None)
-            for t in range(1, 3):
-                _, state = model.decode_step(tgt_in[:, t], memory, state)
-            buffer = state.cache
-            state = state.reorder(rows)
-            assert (state.cache is buffer) == in_place
-            memory = memory.select(rows)
-            for t in range(3, 7):
-                log_probs, state = model.decode_step(tgt_in[rows, t], memory, state)
-                assert torch.allclose(log_probs, reference[rows, t], atol=1e-5)
 
 
 def test_transformer_reorders_in_place_only_when_no_other_state_reads_its_buffer() -> None:
