@@ -87,8 +87,8 @@ def tokens_per_second(model_dir: Path) -> float:
     return statistics.median(r["tokens_per_s"] for r in rows if r["kind"] == "train" and r["step"] > 40)
 
 
-def train_runs(args: argparse.Namespace, trees: dict[str, Path]) -> dict[str, list[float]]:
-    """Tokens/s of every training run of each revision."""
+def train_runs(args: argparse.Namespace, trees: dict[str, Path]) -> dict[str, Any]:
+    """Tokens/s of every training run of each revision, their medians and ratio."""
     config = args.config.resolve()
     data = args.data.resolve() if args.data else WORK / "data"
     if not args.data:
@@ -107,11 +107,18 @@ def train_runs(args: argparse.Namespace, trees: dict[str, Path]) -> dict[str, li
             subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
             runs[name].append(tokens_per_second(model_dir))
             print(f"{name} run {repeat + 1}: {runs[name][-1]:.0f} tokens/s", file=sys.stderr)
-    return runs
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    return {
+        "config": str(args.config),
+        "tokens_per_s": runs,
+        "median": medians,
+        "this_over_base": medians["this"] / medians["base"],
+    }
 
 
 def decode_runs(args: argparse.Namespace, trees: dict[str, Path]) -> dict[str, Any]:
-    """Seconds and peak MB of every decoding run of each revision, and whether their outputs agree."""
+    """Seconds and peak MB of every decoding run of each revision, their medians and ratios, and whether
+    the revisions' outputs agree."""
     generator = Generator.from_pretrained(args.decode)
     data = Path(generator.data_config.output_dir)
     _, texts = decoding_sources(data, generator.full_config.evaluate.split, None, args.limit)
@@ -133,7 +140,20 @@ def decode_runs(args: argparse.Namespace, trees: dict[str, Path]) -> dict[str, A
             runs[name]["peak_mb"].append(peak)
             outputs[name] = decoded["outputs"]
             print(f"{name} run {repeat + 1}: {decoded['seconds']:.2f} s, {peak:.0f} MB", file=sys.stderr)
-    return {"runs": runs, "identical_outputs": outputs["this"] == outputs["base"], "sentences": len(texts)}
+    medians = {
+        name: {key: statistics.median(values) for key, values in figures.items()}
+        for name, figures in runs.items()
+    }
+    ratios = {f"this_over_base_{key}": medians["this"][key] / medians["base"][key] for key in medians["this"]}
+    return {
+        "model_dir": str(args.decode),
+        "beam": args.beam,
+        "sentences": len(texts),
+        "runs": runs,
+        "identical_outputs": outputs["this"] == outputs["base"],
+        "median": medians,
+        **ratios,
+    }
 
 
 def main() -> None:
@@ -161,32 +181,10 @@ def main() -> None:
     subprocess.run(add, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # stdout carries the JSON alone
     trees = {"base": base, "this": ROOT}
     try:
-        if args.decode:
-            decoded = decode_runs(args, trees)
-            medians = {
-                name: {key: statistics.median(values) for key, values in runs.items()}
-                for name, runs in decoded["runs"].items()
-            }
-            ratios = {
-                f"this_over_base_{key}": medians["this"][key] / medians["base"][key]
-                for key in medians["this"]
-            }
-            result: dict[str, Any] = {"base": args.base, "model_dir": str(args.decode), "beam": args.beam}
-            result |= {"machine": machine(loadavg), **decoded, "median": medians, **ratios}
-        else:
-            runs = train_runs(args, trees)
-            medians_tps = {name: statistics.median(values) for name, values in runs.items()}
-            result = {
-                "base": args.base,
-                "config": str(args.config),
-                "machine": machine(loadavg),
-                "tokens_per_s": runs,
-                "median": medians_tps,
-                "this_over_base": medians_tps["this"] / medians_tps["base"],
-            }
+        figures = decode_runs(args, trees) if args.decode else train_runs(args, trees)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, check=False)
-    print(json.dumps(result, indent=1))
+    print(json.dumps({"base": args.base, "machine": machine(loadavg), **figures}, indent=1))
 
 
 if __name__ == "__main__":
