@@ -406,8 +406,8 @@ class TransformerState(Reorderable):
         in greedy search and sampling): the moved rows go out to a small buffer and back, in place of a
         gather of every row into a second full buffer. Beam search moves most rows at every step, where
         one gather copies less than out and back: moving them in place, block by block, lowered beam
-        search's peak memory by 14% and cost 5% of its time (DailyDialog model, 2026-12-07,
-        ``bench/compare_revisions.py --decode``)."""
+        search's peak memory by 14% and cost 5% of its time (DailyDialog model, 2026-12-07: that version is
+        commit 45bd1c1, measured with ``bench/compare_revisions.py --base 2407d43 --decode``)."""
         buffer = self.cache.tensor
         if self.cache.holders > 1 or indices.numel() > buffer.size(2):
             return self.select(indices)
