@@ -6,18 +6,20 @@ Decodes the request's source ids with ``search_all`` (the engine under ``Generat
 ``target_pieces`` as ``Generator`` passes them) in the request's
 batches, greedy or beam, ``keep_attention: false`` and length penalty "average"; writes, per beam, the
 seconds of every timed pass, the output ids of the last, and the seconds of each of the request's first
-``latency`` sentences decoded alone.
+``latency`` sentences decoded alone, and the memory high-water mark with the model loaded, before decoding.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from measure import high_water_mb
 
 from seqsmith.generation.generator import Generator, search_all, target_pieces
 
@@ -26,6 +28,7 @@ def main() -> None:
     request = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     torch.set_num_threads(request["threads"])
     generator = Generator.from_pretrained(request["model_dir"])
+    loaded = high_water_mb(os.getpid())
     sources: list[list[int]] = request["sources"]
     result: dict[str, Any] = {}
     for beam in request["beams"]:
@@ -44,7 +47,12 @@ def main() -> None:
             started = time.perf_counter()
             search_all(generator.model, [ids], config, pieces)
             latency.append(time.perf_counter() - started)
-        result[f"seqsmith/beam{beam}"] = {"seconds": seconds, "outputs": outputs, "latency_seconds": latency}
+        result[f"seqsmith/beam{beam}"] = {
+            "seconds": seconds,
+            "outputs": outputs,
+            "latency_seconds": latency,
+            "loaded_rss_mb": loaded,
+        }
         print(f"seqsmith beam {beam}: {min(seconds):.2f} s", flush=True)
     Path(sys.argv[2]).write_text(json.dumps(result), encoding="utf-8")
 

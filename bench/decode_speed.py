@@ -129,14 +129,17 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"{settings['sentences']} sentences from `{settings['source']}`, model `{settings['model_dir']}`, "
         f"{settings['threads']} threads, median of {settings['runs']} runs, same weights and batches, ids in "
-        f"and out. Load average: {report['machine']['loadavg_before']} -> "
-        f"{report['machine']['loadavg_after']}. Produced by `{settings['command']}`. Identical: share "
-        "of outputs equal to seqsmith's; in brackets, among the sentences where seqsmith stopped before its "
-        "length limit (the peers only take one limit a batch). Batch-1 latency: milliseconds to decode one "
-        f"sentence alone, median and 90th percentile over the first {settings.get('latency', 0)} sentences.",
+        f"and out. Host: {report['machine']['processor']}. Load average: "
+        f"{report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. Produced by "
+        f"`{settings['command']}`. Identical: share of outputs equal to seqsmith's; in brackets, among the "
+        "sentences where seqsmith stopped before its length limit (the peers only take one limit a batch). "
+        "Batch-1 latency: milliseconds to decode one "
+        f"sentence alone, median and 90th percentile over the first {settings.get('latency', 0)} sentences. "
+        "Peak RSS: the system's process over both searches; in brackets, its high-water mark with the model "
+        "loaded, before decoding (seqsmith and transformers hold torch, CTranslate2 alone does not).",
         "",
         "| system | search | sentences/s | tokens/s | seconds | identical (finished) | batch-1 ms (p90) "
-        "| peak RSS |",
+        "| peak RSS (loaded) |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for key, row in report["results"].items():
@@ -149,7 +152,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {system} | {'greedy' if beam == 'beam1' else beam.replace('beam', 'beam ')} | "
             f"{row['sentences_per_s']:.1f} | {row['tokens_per_s']:.0f} | {row['seconds']:.2f} | "
             f"{100 * row['identical_to_seqsmith']:.1f}% ({finished}) | {alone} | "
-            f"{report['peak_rss_mb'][system]:.0f} MB |"
+            f"{report['peak_rss_mb'][system]:.0f} MB ({report['loaded_rss_mb'][system]:.0f}) |"
         )
     return "\n".join(lines) + "\n"
 
@@ -235,6 +238,10 @@ def main() -> None:
         "machine": machine(loadavg_before),
         "results": results,
         "peak_rss_mb": peak_rss_mb,
+        "loaded_rss_mb": {
+            name: min(row["loaded_rss_mb"] for key, row in outputs.items() if key.startswith(f"{name}/"))
+            for name in peak_rss_mb
+        },
         **ratios(results),
     }
     publish(report, args.out, args.markdown, "decode_speed", markdown(report))

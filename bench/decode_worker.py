@@ -6,7 +6,8 @@ CTranslate2 on an exported Marian directory, fed the very ids and batches seqsmi
 With ``"convert_only": true`` in the request it only converts the export for the CTranslate2 systems.
 
 It never imports seqsmith (that lives in another environment): the request carries the source ids, the
-batches, the vocabulary and the special ids. CTranslate2's own Marian loader assumes an OPUS-MT layout (a
+batches, the vocabulary and the special ids. It imports torch only for transformers, so that a CTranslate2
+row's memory is CTranslate2's own. CTranslate2's own Marian loader assumes an OPUS-MT layout (a
 ``<pad>`` row appended last, decoding from a zero vector); a seqsmith export keeps its vocabulary as it is
 and starts from the BOS embedding, so the conversion goes through ``SeqsmithMarianLoader`` below.
 """
@@ -21,8 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def max_new_tokens(request: dict[str, Any], batch: list[list[int]]) -> int:
     """seqsmith's limit: a * (source length without EOS) + b output tokens, then EOS."""
@@ -36,8 +35,10 @@ def cut(ids: list[int], eos: int) -> list[int]:
 
 def hf_decoder(request: dict[str, Any], beam: int) -> Callable[[list[list[int]]], list[list[int]]]:
     """transformers ``generate`` on one batch of source ids, the model loaded once."""
+    import torch
     from transformers import AutoModelForSeq2SeqLM, GenerationConfig
 
+    torch.set_num_threads(request["threads"])
     model = AutoModelForSeq2SeqLM.from_pretrained(request["marian_dir"], local_files_only=True).eval()
     special = request["special"]
     settings = GenerationConfig(
@@ -154,9 +155,17 @@ def timed(
     return {"seconds": seconds, "outputs": outputs, "latency_seconds": latency}
 
 
+def high_water_mb() -> float:
+    """This process's resident memory high-water mark so far: ``VmHWM``, not ``ru_maxrss``, which Linux
+    carries over from the parent that forked this process (bench/measure.py)."""
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status: the memory figures need Linux")
+
+
 def main() -> None:
     request = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    torch.set_num_threads(request["threads"])
     if request.get("convert_only"):  # conversion in its own process: it must not count in the peak memory
         for system in request["systems"]:
             out_dir = Path(request["work"]) / system
@@ -164,13 +173,15 @@ def main() -> None:
                 convert_ct2(request, out_dir, system.removeprefix("ct2-"))
         return
     result: dict[str, Any] = {}
+    loaded = None  # the high-water mark with the first model loaded, before any decoding
     for system in request["systems"]:
         for beam in request["beams"]:
             if system == "hf":
                 decode = hf_decoder(request, beam)
             else:
                 decode = ct2_decoder(request, beam, system.removeprefix("ct2-"))
-            result[f"{system}/beam{beam}"] = found = timed(decode, request, beam)
+            loaded = loaded or high_water_mb()
+            result[f"{system}/beam{beam}"] = found = {**timed(decode, request, beam), "loaded_rss_mb": loaded}
             print(f"{system} beam {beam}: {min(found['seconds']):.2f} s", flush=True)
     Path(sys.argv[2]).write_text(json.dumps(result), encoding="utf-8")
 

@@ -523,7 +523,10 @@ class MinimumRiskObjectiveConfig(ObjectiveConfig, SequenceLevelSettings):
     kind: Literal["minimum_risk"] = "minimum_risk"
     candidates: int = Field(8, ge=2, le=64)  # per source
     search: Literal["sample", "beam"] = "sample"  # how candidates are found; repeated samples count once
-    alpha: float = Field(1.0, gt=0.0, le=10.0)  # sharpness: candidate weights ~ p(y | x) ** alpha
+    alpha: float = Field(1.0, gt=0.0, le=10.0)  # sharpness: candidate weights ~ exp(alpha * log_prob)
+    # a candidate's log_prob: summed over its tokens (Shen et al.), or their mean, which keeps the weights
+    # of candidates of different lengths comparable and soft (the code of Edunov et al.)
+    log_prob: Literal["sum", "mean"] = "sum"
     add_reference: bool = True  # the reference joins the candidates (Edunov et al. 2018)
 
 

@@ -150,9 +150,9 @@ def test_self_critical_loss_and_gradient_match_the_formula(
     assert figures["sample_length"] == pytest.approx(float(drawn.lengths.double().mean()) * len(batch))
 
 
-@pytest.mark.parametrize("search", ["sample", "beam"])
+@pytest.mark.parametrize(("search", "log_prob"), [("sample", "sum"), ("beam", "sum"), ("beam", "mean")])
 def test_minimum_risk_matches_the_expected_risk_over_distinct_candidates(
-    trained: tuple[LoadedModel, Path], search: str
+    trained: tuple[LoadedModel, Path], search: str, log_prob: str
 ) -> None:
     loaded, root = trained
     model, batch, k, alpha, gamma = loaded.model, first_batch(root), 4, 0.5, 0.8
@@ -164,6 +164,7 @@ def test_minimum_risk_matches_the_expected_risk_over_distinct_candidates(
         alpha=alpha,
         gamma=gamma,
         reward={"bleu": 1.0},
+        log_prob=log_prob,
     )
     value, grads, figures = objective_loss_and_grads(objective, model, batch, seed=11)
 
@@ -191,6 +192,8 @@ def test_minimum_risk_matches_the_expected_risk_over_distinct_candidates(
         distinct.append(ref_tokens)  # add_reference
         counted += len(distinct)
         log_probs = torch.stack([sentence_log_prob(model, batch, source, row) for row in distinct])
+        if log_prob == "mean":
+            log_probs = log_probs / torch.tensor([len(row) for row in distinct], dtype=torch.float64)
         weights = torch.softmax(alpha * log_probs, dim=0)
         costs = torch.tensor(
             [1 - bleu(text(loaded, row), reference) for row in distinct], dtype=torch.float64

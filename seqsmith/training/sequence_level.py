@@ -266,7 +266,10 @@ class MinimumRisk(Rewarded):
         references = self.references(model, batch)
         rewards = self.rewards(self.texts(found.ids, found.lengths), references, found.source_rows)
         rewards = rewards.view(size, -1)
-        logits = (self.config.alpha * scored.log_probs.view(size, -1)).masked_fill(~valid, float("-inf"))
+        log_probs = scored.log_probs
+        if self.config.log_prob == "mean":
+            log_probs = log_probs / found.lengths.clamp(min=1).to(log_probs.dtype)
+        logits = (self.config.alpha * log_probs.view(size, -1)).masked_fill(~valid, float("-inf"))
         weights = torch.softmax(logits, dim=1)
         risk = (weights * (1.0 - rewards).to(weights.dtype)).sum()
         k = self.config.candidates
