@@ -133,8 +133,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. Produced by "
         f"`{settings['command']}`. Identical: share of outputs equal to seqsmith's; in brackets, among the "
         "sentences where seqsmith stopped before its length limit (the peers only take one limit a batch). "
-        "Batch-1 latency: milliseconds to decode one "
-        f"sentence alone, median and 90th percentile over the first {settings.get('latency', 0)} sentences. "
+        "Batch-1 latency: milliseconds to decode one sentence alone, median and 90th percentile over the "
+        f"first {settings.get('latency', 0)} sentences. "
         "Peak RSS: the system's process over both searches; in brackets, its high-water mark with the model "
         "loaded, before decoding (seqsmith and transformers hold torch, CTranslate2 alone does not).",
         "",
