@@ -122,6 +122,12 @@ def figures(row: dict[str, Any], reference: list[list[int]], limits: list[int]) 
     }
 
 
+def loaded_text(report: dict[str, Any], system: str) -> str:
+    """The high-water mark with the model loaded, in brackets; nothing for a figures file from before it."""
+    loaded = report.get("loaded_rss_mb", {}).get(system)
+    return "" if loaded is None else f" ({loaded:.0f})"
+
+
 def markdown(report: dict[str, Any]) -> str:
     settings = report["settings"]
     lines = [
@@ -152,7 +158,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {system} | {'greedy' if beam == 'beam1' else beam.replace('beam', 'beam ')} | "
             f"{row['sentences_per_s']:.1f} | {row['tokens_per_s']:.0f} | {row['seconds']:.2f} | "
             f"{100 * row['identical_to_seqsmith']:.1f}% ({finished}) | {alone} | "
-            f"{report['peak_rss_mb'][system]:.0f} MB ({report['loaded_rss_mb'][system]:.0f}) |"
+            f"{report['peak_rss_mb'][system]:.0f} MB{loaded_text(report, system)} |"
         )
     return "\n".join(lines) + "\n"
 
