@@ -361,6 +361,29 @@ def test_a_cosine_on_a_clock_budget_anneals_by_the_deadline(tmp_path: Path) -> N
     assert result.minutes < 0.25 * 1.2
 
 
+def test_a_warm_up_longer_than_the_fitted_schedule_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A budget (a clock or a step count) shorter than the warm-up would keep the learning rate below
+    train.lr throughout: said once, when the budget is known."""
+    monkeypatch.setattr(trainer_module, "fitted_horizon", lambda *_: 40)
+    config = clocked_cosine(tmp_path, warmup_steps=100)
+    assert api.train(config, show_progress=False).steps == 40
+    (advice,) = train_log(Path(config.train.model_dir), "advice")
+    assert advice["condition"] == "warmup_past_end" and advice["step"] == 20
+    assert "train.warmup_steps=100" in advice["message"] and "40%" in advice["message"]
+    assert "train.max_minutes" in advice["message"]
+    assert advice["message"] in "".join(capsys.readouterr())
+    monkeypatch.setattr(trainer_module, "fitted_horizon", lambda *_: 120)
+    quiet = clocked_cosine(tmp_path / "quiet", warmup_steps=100)
+    api.train(quiet, show_progress=False)
+    assert not train_log(Path(quiet.train.model_dir), "advice")
+    capped = tiny_config(tmp_path / "capped", train={"max_steps": 30, "warmup_steps": 60})
+    api.train(capped, show_progress=False)
+    (advice,) = train_log(Path(capped.train.model_dir), "advice")
+    assert advice["step"] == 0 and "train.max_steps" in advice["message"] and "50%" in advice["message"]
+
+
 def test_a_fitted_schedule_is_kept_through_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fit happens once; a killed run resumes with the end it stored, exactly as if never stopped."""
     monkeypatch.setattr(trainer_module, "fitted_horizon", lambda *_: 50)

@@ -248,6 +248,8 @@ def test_two_processes_share_one_study_through_one_sqlite_file(tmp_path: Path) -
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert 4 <= len(complete) <= 5  # a worker may finish the trial it had begun when the other hit 4
     assert len({t.number for t in trials}) == len(trials)
+    # both processes seed their sampler alike, yet they draw their own values, not each other's again
+    assert len({t.params["train.lr"] for t in trials}) == len(trials)
     pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in complete}
     assert pids == {str(w.pid) for w in workers}  # both did work
     for t in complete:  # each trial trained once, in its own directory, from the first step

@@ -301,6 +301,8 @@ class Trainer:
         for unit in units.values():
             unit.module.train()
         total_steps = self._fitted(progress) or self._total_steps()
+        if total_steps and not progress.step:
+            self._check_warmup(0, total_steps, "train.max_steps or train.max_epochs")
         started = time.monotonic() - progress.elapsed
         self._clock: tuple[int, float] | None = None  # (step, time) after this run's first update
         bar = tqdm(
@@ -412,19 +414,16 @@ class Trainer:
         self._log(row)
         advice = self.objective.advice(figures)
         for condition in advice.keys() - self._advised:
-            self._log(
-                {
-                    "kind": "advice",
-                    "step": progress.step,
-                    "condition": condition,
-                    "message": advice[condition],
-                }
-            )
-            if self.rank == 0:
-                tqdm.write(f"seqsmith: step {progress.step}: {advice[condition]}")
+            self._advise(progress.step, condition, advice[condition])
         self._advised = set(advice)
         shown = {key: f"{value:.3f}" for key, value in list(figures.items())[:2]}
         bar.set_postfix(**shown, lr=f"{lr:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
+
+    def _advise(self, step: int, condition: str, message: str) -> None:
+        """A condition the run should not go on in unnoticed: logged (the report shows it) and printed."""
+        self._log({"kind": "advice", "step": step, "condition": condition, "message": message})
+        if self.rank == 0:
+            tqdm.write(f"seqsmith: step {step}: {message}")
 
     def _agree(self, count: int, reason: str) -> tuple[int, str]:
         """The update's count over all processes, and whether all stop: rank 0 decides, as it alone
@@ -490,6 +489,18 @@ class Trainer:
             f"validation: the cosine schedule ends at step {progress.fitted_steps}, within "
             f"train.max_minutes={self.cfg.max_minutes}"
         )
+        self._check_warmup(progress.step, progress.fitted_steps, "train.max_minutes")
+
+    def _check_warmup(self, step: int, total_steps: int, limit: str) -> None:
+        """A warm-up as long as the training keeps the learning rate below train.lr throughout: said once."""
+        if total_steps <= self.cfg.warmup_steps:
+            self._advise(
+                step,
+                "warmup_past_end",
+                f"the warm-up (train.warmup_steps={self.cfg.warmup_steps}) outlasts the {total_steps} steps "
+                f"that {limit} allows: the learning rate stops at {total_steps / self.cfg.warmup_steps:.0%} "
+                f"of train.lr; lower train.warmup_steps or raise {limit}",
+            )
 
     def _share_fit(self, progress: Progress) -> int:
         """Rank 0's fitted end of the schedule, on every process (each computes its own learning rate)."""

@@ -19,7 +19,7 @@ import signal
 import socket
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import optuna
 import sqlalchemy.exc
 import yaml
+from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
@@ -250,20 +251,64 @@ def _first_line(error: Exception) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
+class SeededByTrial(optuna.samplers.BaseSampler):
+    """A sampler whose draws for a trial depend on the seed, the trial's number and the study's history,
+    not on which process draws them: each process builds its sampler from the same seed, so with one
+    random stream per process, workers sharing a study (and a process resuming one) would draw the values
+    of the first worker's trials again. (The grid sampler needs no such help: its seed fixes one order of
+    the grid, and trial N takes its Nth point.)"""
+
+    def __init__(self, make: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._make, self._seed = make, seed
+        self._inner = make(seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._inner = self._make(self._seed + trial.number)
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
+
+
 def _sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
     settings = space.sampler
     seed = settings.seed if settings.seed is not None else seed
     if settings.kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return SeededByTrial(lambda s: optuna.samplers.RandomSampler(seed=s), seed)
     if settings.kind == "grid":
         grid = {key: param.values() for key, param in space.params.items()}
         if any(values is None for values in grid.values()) or any(p.when for p in space.params.values()):
             raise SeqsmithError("sampler grid needs choices or integer ranges on every key, and no `when`")
+        # the seed orders the grid, and a trial takes the grid point of its number: one order for all
         return optuna.samplers.GridSampler(grid, seed=seed)  # type: ignore[arg-type]
-    with _experimental():
-        return optuna.samplers.TPESampler(
-            n_startup_trials=settings.startup_trials, seed=seed, multivariate=True, group=True
-        )
+
+    def tpe(s: int) -> optuna.samplers.BaseSampler:
+        with _experimental():
+            return optuna.samplers.TPESampler(
+                n_startup_trials=settings.startup_trials, seed=s, multivariate=True, group=True
+            )
+
+    return SeededByTrial(tpe, seed)
 
 
 def _pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
