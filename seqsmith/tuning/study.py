@@ -299,7 +299,6 @@ def _sampler(space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
         grid = {key: param.values() for key, param in space.params.items()}
         if any(values is None for values in grid.values()) or any(p.when for p in space.params.values()):
             raise SeqsmithError("sampler grid needs choices or integer ranges on every key, and no `when`")
-        # the seed orders the grid, and a trial takes the grid point of its number: one order for all
         return optuna.samplers.GridSampler(grid, seed=seed)  # type: ignore[arg-type]
 
     def tpe(s: int) -> optuna.samplers.BaseSampler:
