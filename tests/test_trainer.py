@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -353,8 +354,9 @@ def clocked_cosine(root: Path, **train: Any) -> Config:
 def test_a_cosine_on_a_clock_budget_anneals_by_the_deadline(tmp_path: Path) -> None:
     config = clocked_cosine(tmp_path, max_minutes=0.25)
     result = api.train(config, show_progress=False)
-    (fit,) = train_log(Path(config.train.model_dir), "schedule")
+    fit, *refits = train_log(Path(config.train.model_dir), "schedule")
     assert fit["step"] == 20 and fit["ends"] > 20 and fit["step_seconds"] > 0
+    assert [row["step"] for row in refits] == list(range(40, 20 * len(refits) + 21, 20))
     rates = [row["lr"] for row in train_log(Path(config.train.model_dir))]
     assert max(rates) == pytest.approx(config.train.lr) and rates[-1] < 0.3 * config.train.lr
     assert "fitted" in result.stop_reason or "max_minutes" in result.stop_reason
@@ -384,8 +386,31 @@ def test_a_warm_up_longer_than_the_fitted_schedule_is_reported(
     assert advice["step"] == 0 and "train.max_steps" in advice["message"] and "50%" in advice["message"]
 
 
+def test_a_machine_that_slows_down_still_anneals_by_the_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps that become several times slower after the first fit: the next validation pulls the end in,
+    so the clock does not cut the cosine near its start."""
+    update = trainer_module.Trainer._update
+
+    def slower_after_the_first_fit(self: Any, units: Any, name: str, group: Any, *rest: Any) -> Any:
+        if rest[-1] > 10:  # the step number
+            time.sleep(0.05)
+        return update(self, units, name, group, *rest)
+
+    monkeypatch.setattr(trainer_module.Trainer, "_update", slower_after_the_first_fit)
+    config = clocked_cosine(tmp_path, max_minutes=0.08, validate_every=10)
+    result = api.train(config, show_progress=False)
+    fits = train_log(Path(config.train.model_dir), "schedule")
+    assert [fit["step"] for fit in fits[:3]] == [10, 20, 30] and fits[1]["ends"] < 0.5 * fits[0]["ends"]
+    assert fits[1]["step_seconds"] > 2 * fits[0]["step_seconds"]
+    rates = [row["lr"] for row in train_log(Path(config.train.model_dir))]
+    assert rates[-1] < 0.3 * config.train.lr and "fitted" in result.stop_reason
+
+
 def test_a_fitted_schedule_is_kept_through_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fit happens once; a killed run resumes with the end it stored, exactly as if never stopped."""
+    """A killed run resumes with the end it stored, exactly as if never stopped, until its next validation
+    fits the end again."""
     monkeypatch.setattr(trainer_module, "fitted_horizon", lambda *_: 50)
     whole = clocked_cosine(tmp_path / "whole")
     assert api.train(whole, show_progress=False).steps == 50
@@ -400,8 +425,15 @@ def test_a_fitted_schedule_is_kept_through_resume(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(trainer_module.Trainer, "_log_window", interrupt_at_35)
     assert "interrupted" in api.train(cut, show_progress=False).stop_reason
     monkeypatch.setattr(trainer_module.Trainer, "_log_window", log_window)
-    monkeypatch.setattr(trainer_module, "fitted_horizon", lambda *_: pytest.fail("fitted again on resume"))
+    fitted_at = []
+
+    def fit_after_the_resume(step: int, *_: Any) -> int:
+        fitted_at.append(step)
+        return 50
+
+    monkeypatch.setattr(trainer_module, "fitted_horizon", fit_after_the_resume)
     resumed = api.train(cut, show_progress=False)
+    assert fitted_at == [40]
     assert resumed.steps == 50 and "fitted" in resumed.stop_reason
     for kind, keys in (("train", ("step", "loss", "lr")), ("schedule", ("step", "ends"))):
         seen = [[row[key] for key in keys] for row in train_log(Path(cut.train.model_dir), kind)]

@@ -304,7 +304,7 @@ class Trainer:
         if total_steps and not progress.step:
             self._check_warmup(0, total_steps, "train.max_steps or train.max_epochs")
         started = time.monotonic() - progress.elapsed
-        self._clock: tuple[int, float] | None = None  # (step, time) after this run's first update
+        self._clock: tuple[int, float] | None = None  # (step, time) after the first update since a fit
         bar = tqdm(
             total=total_steps,
             initial=progress.step,
@@ -344,6 +344,7 @@ class Trainer:
                     if fit:
                         total_steps = bar.total = self._share_fit(progress)
                         bar.refresh()
+                        self._clock = None  # the next fit times the steps after this validation
         except KeyboardInterrupt:
             stop_reason = "interrupted; the last checkpoint is kept, run the same command to resume"
         finally:
@@ -450,10 +451,11 @@ class Trainer:
         return self._early_stop_reason(progress)
 
     def _fit_due(self, progress: Progress) -> bool:
-        """Whether this validation fixes where the cosine ends (once a training, with a clock budget)."""
+        """Whether this validation fits where the cosine ends: every validation of a run with a clock
+        budget, so that a machine that slows down (or speeds up) during the run still anneals by the end."""
         cfg = self.cfg
         clock = self._clock is not None and progress.step > self._clock[0]
-        return bool(cfg.max_minutes) and cfg.schedule == "cosine" and not self._fitted(progress) and clock
+        return bool(cfg.max_minutes) and cfg.schedule == "cosine" and clock
 
     def _fitted(self, progress: Progress) -> int | None:
         """The fitted end of the schedule, if it was fitted to the train.max_minutes in force (a resume
@@ -463,9 +465,11 @@ class Trainer:
     def _fit_schedule(
         self, progress: Progress, started: float, began: float, validation_seconds: float
     ) -> None:
-        """End the cosine where train.max_minutes ends, from this run's step and validation times, so that
-        the last checkpoint is the annealed one on any machine (rank 0, before the checkpoint stores it)."""
+        """End the cosine where train.max_minutes ends, from the step time since the last fit and this
+        validation's time, so that the last checkpoint is the annealed one on any machine (rank 0, before
+        the checkpoint stores it). A refit moves the end a little and the learning rate with it."""
         assert self._clock is not None and self.cfg.max_minutes
+        first_fit = self._fitted(progress) is None
         first_step, first_time = self._clock
         step_seconds = (began - first_time) / (progress.step - first_step)
         left = self.cfg.max_minutes * 60 - (time.monotonic() - started)
@@ -484,12 +488,13 @@ class Trainer:
                 "validation_seconds": validation_seconds,
             }
         )
-        tqdm.write(
-            f"seqsmith: step {progress.step}: {step_seconds:.3f} s a step and {validation_seconds:.1f} s a "
-            f"validation: the cosine schedule ends at step {progress.fitted_steps}, within "
-            f"train.max_minutes={self.cfg.max_minutes}"
-        )
-        self._check_warmup(progress.step, progress.fitted_steps, "train.max_minutes")
+        if first_fit:  # the refits at later validations are in the log
+            tqdm.write(
+                f"seqsmith: step {progress.step}: {step_seconds:.3f} s a step and {validation_seconds:.1f} s "
+                f"a validation: the cosine schedule ends at step {progress.fitted_steps}, within "
+                f"train.max_minutes={self.cfg.max_minutes} (fitted again at each validation)"
+            )
+            self._check_warmup(progress.step, progress.fitted_steps, "train.max_minutes")
 
     def _check_warmup(self, step: int, total_steps: int, limit: str) -> None:
         """A warm-up as long as the training keeps the learning rate below train.lr throughout: said once."""
