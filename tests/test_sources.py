@@ -74,6 +74,8 @@ def test_weights_and_upsampling_set_how_often_an_epoch_reads_each_corpus(tmp_pat
         assert (len(real), len(synthetic)) == (90, 30)  # 3:1 of an epoch of 120
         assert np.bincount(real, minlength=30).tolist() == [3] * 30  # every real pair three times
         assert len(set(synthetic.tolist())) == 30  # a third of the synthetic ones, none twice
+        batches = sampler.all_batches(epoch)
+        assert all(len(set(batch.tolist())) == len(batch) for batch in batches)  # copies spread over batches
     assert np.array_equal(np.concatenate(sampler.all_batches(1)), np.concatenate(sampler.all_batches(1)))
     upsampled = config_from_dict(two_corpora(tmp_path, {"upsample": 2}, {}))
     assert corpus_rates(upsampled.data, split.corpora) == [(30, 2.0), (90, 1.0)]

@@ -7,6 +7,7 @@ adds one: ``tgt_in`` = BOS + target, ``tgt_out`` = target + EOS).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -85,8 +86,11 @@ class TokenBatchSampler:
 
     Examples are sorted by (source, target) length with ties broken at random, cut greedily into batches,
     and the batch order is shuffled; everything follows from (seed, epoch), so every rank computes the same
-    list. With ``world_size`` w the largest batches are halved until the count divides by w (no example is
-    dropped unless there are too few examples to split), and rank r takes every w-th batch from r on.
+    list. A corpus read more than once an epoch (``rates``) is read in rounds, each sorted and cut on its
+    own, so that an example's copies land in different batches: sorted together, copies (of equal length)
+    would share a batch, and upsampling would weight one update's loss instead of adding updates. With
+    ``world_size`` w the largest batches are halved until the count divides by w (no example is dropped
+    unless there are too few examples to split), and rank r takes every w-th batch from r on.
     """
 
     def __init__(
@@ -120,24 +124,39 @@ class TokenBatchSampler:
         self.rank, self.world_size = rank, world_size
         self.rates = [] if all(rate == 1.0 for _, rate in rates) else list(rates)
 
-    def _pool(self, rng: np.random.Generator) -> np.ndarray:
-        """The examples of an epoch: corpus i (the next ``count`` examples) read ``rate`` times, the
-        fraction as a sample drawn without replacement."""
-        parts, start = [], 0
+    def _pool(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The examples of an epoch and the round of each: corpus i (the next ``count`` examples) read
+        ``rate`` times, the fraction as a sample drawn without replacement; an example's copies go to
+        consecutive rounds from a random one, so no round holds it twice."""
+        rounds = max((math.ceil(rate) for _, rate in self.rates), default=1)
+        parts: list[np.ndarray] = []
+        copies: list[np.ndarray] = []
+        start = 0
         for count, rate in self.rates:
             indices = np.arange(start, start + count)
             parts += [indices] * int(rate)
+            copies += [np.full(count, copy) for copy in range(int(rate))]
             extra = round((rate - int(rate)) * count)
             parts.append(np.sort(rng.choice(indices, extra, replace=False)) if extra else indices[:0])
+            copies.append(np.full(len(parts[-1]), int(rate)))
             start += count
-        return np.concatenate(parts) if parts else np.arange(len(self.source_sizes))
+        if not parts:
+            return np.arange(len(self.source_sizes)), np.zeros(len(self.source_sizes), dtype=np.int64)
+        pool = np.concatenate(parts)
+        if rounds == 1:
+            return pool, np.zeros(len(pool), dtype=np.int64)
+        first = rng.integers(rounds, size=len(self.source_sizes))
+        return pool, (first[pool] + np.concatenate(copies)) % rounds
 
-    def _order(self, rng: np.random.Generator) -> np.ndarray:
-        pool = self._pool(rng)
-        if not self.shuffle:
-            return pool[np.lexsort((self.target_sizes[pool], self.source_sizes[pool]))]
-        permutation = pool[rng.permutation(len(pool))]
-        return permutation[np.lexsort((self.target_sizes[permutation], self.source_sizes[permutation]))]
+    def _order(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's examples sorted by round, then length, and where each round starts and ends."""
+        pool, rounds = self._pool(rng)
+        if self.shuffle:
+            permutation = rng.permutation(len(pool))
+            pool, rounds = pool[permutation], rounds[permutation]
+        order = np.lexsort((self.target_sizes[pool], self.source_sizes[pool], rounds))
+        bounds = np.searchsorted(rounds[order], np.arange(int(rounds.max(initial=0)) + 2))
+        return pool[order], bounds
 
     def _cut(self, order: np.ndarray) -> list[np.ndarray]:
         starts, count, longest = [0], 0, 0
@@ -164,7 +183,8 @@ class TokenBatchSampler:
     def all_batches(self, epoch: int) -> list[np.ndarray]:
         """The batches of every rank together, in the epoch's order."""
         rng = np.random.default_rng([self.seed, epoch])
-        batches = self._even(self._cut(self._order(rng)))
+        order, bounds = self._order(rng)
+        batches = self._even([batch for a, b in pairwise(bounds) for batch in self._cut(order[a:b])])
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
