@@ -128,21 +128,22 @@ class TokenBatchSampler:
         """The examples of an epoch and the round of each: corpus i (the next ``count`` examples) read
         ``rate`` times, the fraction as a sample drawn without replacement; an example's copies go to
         consecutive rounds from a random one, so no round holds it twice."""
-        rounds = max((math.ceil(rate) for _, rate in self.rates), default=1)
+        if not self.rates:
+            return np.arange(len(self.source_sizes)), np.zeros(len(self.source_sizes), dtype=np.int64)
         parts: list[np.ndarray] = []
         copies: list[np.ndarray] = []
         start = 0
         for count, rate in self.rates:
             indices = np.arange(start, start + count)
-            parts += [indices] * int(rate)
-            copies += [np.full(count, copy) for copy in range(int(rate))]
             extra = round((rate - int(rate)) * count)
-            parts.append(np.sort(rng.choice(indices, extra, replace=False)) if extra else indices[:0])
-            copies.append(np.full(len(parts[-1]), int(rate)))
+            reads = [indices] * int(rate)
+            if extra:
+                reads.append(np.sort(rng.choice(indices, extra, replace=False)))
+            parts += reads
+            copies += [np.full(len(read), copy) for copy, read in enumerate(reads)]
             start += count
-        if not parts:
-            return np.arange(len(self.source_sizes)), np.zeros(len(self.source_sizes), dtype=np.int64)
         pool = np.concatenate(parts)
+        rounds = max(math.ceil(rate) for _, rate in self.rates)
         if rounds == 1:
             return pool, np.zeros(len(pool), dtype=np.int64)
         first = rng.integers(rounds, size=len(self.source_sizes))
