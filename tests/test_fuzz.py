@@ -105,10 +105,10 @@ LAUGHS = "".join(f"{a}: &{a} [{', '.join([f'*{b}'] * 9)}]\n" for a, b in zip("bc
 def test_hostile_config_files(tmp_path: Path, text: str, override: str) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
-    started = time.monotonic()
+    started = time.process_time()  # CPU seconds: bounded work, whatever else shares the machine
     with pytest.raises(SeqsmithError) as error:
         load_config(path, [override])
-    assert len(str(error.value)) < 2000 and time.monotonic() - started < 10
+    assert len(str(error.value)) < 2000 and time.process_time() - started < 10
 
 
 @FUZZ
