@@ -96,6 +96,34 @@ def test_a_failed_run_keeps_the_previous_output(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == ["out"]
 
 
+def test_a_training_split_without_a_pair_is_refused_and_the_previous_output_kept(tmp_path: Path) -> None:
+    prepare(make_config(tmp_path), progress=False)
+    before = (tmp_path / "out" / "report.json").read_bytes()
+    config = make_config(tmp_path, max_source_length=1, max_target_length=1)  # every pair is too long
+    left = r"data\.train: no training pair is left \(5 read, 1 empty, 4 longer"
+    with pytest.raises(SeqsmithError, match=left):
+        prepare(config, progress=False)
+    assert (tmp_path / "out" / "report.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == ["out"]
+
+
+def test_a_corpus_that_gives_no_pair_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_config(tmp_path)
+    (tmp_path / "blank.src").write_text("\n\n", encoding="utf-8")
+    (tmp_path / "blank.tgt").write_text("\n\n", encoding="utf-8")
+    train = [{"path": str(tmp_path / "train"), "weight": 1}, {"path": str(tmp_path / "blank"), "weight": 1}]
+    config = make_config(tmp_path, train=train)
+    with caplog.at_level("WARNING", logger="seqsmith.data.prepare"):
+        report = prepare(config, progress=False)
+    assert report.splits["train"].corpora == [3, 0]
+    assert [r.getMessage() for r in caplog.records if "gave no pair" in r.getMessage()] == [
+        f"seqsmith: prepare: the training corpus {tmp_path / 'blank'} gave no pair (empty, filtered, or past "
+        "data.max_train_examples): its weight or upsample factor reads nothing"
+    ]
+
+
 def test_missing_split_file_fails_before_any_work(tmp_path: Path) -> None:
     config = make_config(tmp_path, test=str(tmp_path / "nowhere"))
     with pytest.raises(SeqsmithError, match=r"data\.test: file .*nowhere\.src not found"):

@@ -247,7 +247,28 @@ def _binarize(
         counts.empty_skipped,
         counts.empty_lines,
     )
+    if train:
+        _check_training_pairs(data, report)
     return report
+
+
+def _check_training_pairs(data: DataConfig, report: SplitReport) -> None:
+    """Refuse a training split without a pair (training would fail only later, with less to say why);
+    warn of a corpus that gave none, since its weight or upsample factor then reads nothing."""
+    if not report.kept:
+        raise SeqsmithError(
+            f"data.train: no training pair is left ({report.read} read, {report.empty_skipped} empty, "
+            f"{report.filtered_overlong} longer than data.max_source_length={data.max_source_length} or "
+            f"data.max_target_length={data.max_target_length}); raise the limits, set data.overlong: "
+            "truncate, or check the files"
+        )
+    for source, count in zip(data.train_sources, report.corpora, strict=True):
+        if not count:
+            logger.warning(
+                "seqsmith: prepare: the training corpus %s gave no pair (empty, filtered, or past "
+                "data.max_train_examples): its weight or upsample factor reads nothing",
+                source.path,
+            )
 
 
 def _replace_directory(staging: Path, final: Path) -> None:
