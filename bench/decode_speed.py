@@ -1,4 +1,5 @@
-"""Decoding speed, seqsmith vs transformers ``generate`` vs CTranslate2 (float32, int8), same weights.
+"""Decoding speed, seqsmith (float32, int8) vs transformers ``generate`` vs CTranslate2 (float32, int8),
+same weights.
 
     python bench/decode_speed.py --model-dir runs/multi30k_en_de/model          # test2016, 1000 sentences
     python bench/decode_speed.py --model-dir DIR --limit 100 --runs 2           # a quick check
@@ -10,10 +11,11 @@ length-sorted batches (seqsmith's ``generate.batch_tokens`` budget divided by th
 with length penalty "average" (= HF's length_penalty 1.0), on ``--threads`` threads; ids in, ids out, so
 tokenization is not timed. Figures: median of ``--runs`` timed passes, each system first decoding the first
 (longest) batch once untimed, model loading excluded; sentences/s and output tokens/s
-(EOS included), the share of outputs identical to seqsmith's, and the batch-1 latency (each of the first
-``--latency`` sentences decoded alone: median and 90th percentile). Peers run in the hf virtualenv
-(bench/peers.py) through bench/decode_worker.py. Writes docs/benchmarks/decode_speed.json and a table
-in docs/benchmarks.md.
+(EOS included), the share of outputs identical to seqsmith's (float32), sacrebleu BLEU against
+``--references``, and the batch-1 latency (each of the first ``--latency`` sentences decoded alone: median
+and 90th percentile). seqsmith-int8 is seqsmith with ``generate.quantize: int8``. Peers run in the hf
+virtualenv (bench/peers.py) through bench/decode_worker.py. Writes docs/benchmarks/decode_speed.json and a
+table in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import sacrebleu
 from measure import machine, repo_path, run_measured
 from peers import ensure
 from tables import BENCHMARKS_MD, figures_path, invocation, publish
@@ -43,6 +46,7 @@ TEST_SOURCE = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
 WORKER = ROOT / "bench" / "decode_worker.py"
 SEQSMITH_SIDE = ROOT / "bench" / "decode_seqsmith.py"
 PEER_SYSTEMS = ["hf", "ct2-float32", "ct2-int8"]
+SYSTEMS = ["seqsmith-int8", *PEER_SYSTEMS]  # beside seqsmith (float32), the reference of every comparison
 
 
 def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -55,6 +59,12 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
         if system in names and ours:
             out.setdefault(f"ratio_vs_{names[system]}", {})[search] = (
                 ours["sentences_per_s"] / row["sentences_per_s"]
+            )
+    for search in ("beam1", "beam5"):  # seqsmith's int8 against CTranslate2's
+        ours, theirs = results.get(f"seqsmith-int8/{search}"), results.get(f"ct2-int8/{search}")
+        if ours and theirs:
+            out.setdefault("ratio_int8_vs_ctranslate2_int8", {})[search] = (
+                ours["sentences_per_s"] / theirs["sentences_per_s"]
             )
     return out
 
@@ -78,7 +88,7 @@ def run_system(
     request_path, result_path = work / f"request-{name}.json", work / f"result-{name}.json"
     atomic_write_text(request_path, json.dumps({**request, "systems": [name]}))
     result_path.unlink(missing_ok=True)
-    if name == "seqsmith":
+    if name.startswith("seqsmith"):
         argv = [sys.executable, str(SEQSMITH_SIDE), str(request_path), str(result_path)]
     else:
         argv = [str(ensure("hf")), str(WORKER), str(request_path), str(result_path)]
@@ -99,10 +109,12 @@ def latency_ms(seconds: list[float]) -> dict[str, float] | None:
     return {"median": 1000 * statistics.median(ranked), "p90": 1000 * p90, "sentences": len(ranked)}
 
 
-def figures(row: dict[str, Any], reference: list[list[int]], limits: list[int]) -> dict[str, Any]:
-    """Speed, batch-1 latency, and agreement with seqsmith: over all sentences, and over those where
-    seqsmith stopped before its length limit (the peers' limit is the batch's longest, so cut-off outputs
-    may differ)."""
+def figures(
+    row: dict[str, Any], reference: list[list[int]], limits: list[int], bleu: float | None = None
+) -> dict[str, Any]:
+    """Speed, batch-1 latency, ``bleu`` and agreement with seqsmith: over all sentences, and over those
+    where seqsmith stopped before its length limit (the peers' limit is the batch's longest, so cut-off
+    outputs may differ)."""
     seconds, outputs = row["seconds"], row["outputs"]
     median = statistics.median(seconds)
     tokens = sum(len(ids) + 1 for ids in outputs)
@@ -119,6 +131,7 @@ def figures(row: dict[str, Any], reference: list[list[int]], limits: list[int]) 
         ),
         "seqsmith_finished_share": len(finished) / len(reference),
         "latency_ms": latency_ms(row.get("latency_seconds", [])),
+        "bleu": bleu,
     }
 
 
@@ -139,14 +152,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['machine']['loadavg_before']} -> {report['machine']['loadavg_after']}. Produced by "
         f"`{settings['command']}`. Identical: share of outputs equal to seqsmith's; in brackets, among the "
         "sentences where seqsmith stopped before its length limit (the peers only take one limit a batch). "
+        f"BLEU: sacrebleu's default against `{settings.get('references', '-')}`. "
         "Batch-1 latency: milliseconds to decode one sentence alone, median and 90th percentile over the "
         f"first {settings.get('latency', 0)} sentences. "
         "Peak RSS: the system's process over both searches; in brackets, its high-water mark with the model "
         "loaded, before decoding (seqsmith and transformers hold torch, CTranslate2 alone does not).",
         "",
-        "| system | search | sentences/s | tokens/s | seconds | identical (finished) | batch-1 ms (p90) "
-        "| peak RSS (loaded) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| system | search | sentences/s | tokens/s | seconds | identical (finished) | BLEU "
+        "| batch-1 ms (p90) | peak RSS (loaded) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, row in report["results"].items():
         system, beam = key.split("/")
@@ -154,10 +168,11 @@ def markdown(report: dict[str, Any]) -> str:
         finished = "-" if share is None else f"{100 * share:.1f}%"
         latency = row.get("latency_ms")
         alone = "-" if latency is None else f"{latency['median']:.1f} ({latency['p90']:.1f})"
+        bleu = "-" if row.get("bleu") is None else f"{row['bleu']:.2f}"
         lines.append(
             f"| {system} | {'greedy' if beam == 'beam1' else beam.replace('beam', 'beam ')} | "
             f"{row['sentences_per_s']:.1f} | {row['tokens_per_s']:.0f} | {row['seconds']:.2f} | "
-            f"{100 * row['identical_to_seqsmith']:.1f}% ({finished}) | {alone} | "
+            f"{100 * row['identical_to_seqsmith']:.1f}% ({finished}) | {bleu} | {alone} | "
             f"{report['peak_rss_mb'][system]:.0f} MB{loaded_text(report, system)} |"
         )
     return "\n".join(lines) + "\n"
@@ -170,6 +185,9 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="a trained seqsmith Transformer")
     parser.add_argument("--marian-dir", type=Path, help="an existing export of --model-dir (default: export)")
     parser.add_argument("--source", type=Path, default=TEST_SOURCE, help="one source sentence a line")
+    parser.add_argument(
+        "--references", type=Path, default=TEST_SOURCE.with_suffix(".de"), help="one reference a line"
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -177,7 +195,7 @@ def main() -> None:
     parser.add_argument(
         "--latency", type=int, default=100, help="batch-1 latency over the first N sentences (0: none)"
     )
-    parser.add_argument("--systems", nargs="*", choices=PEER_SYSTEMS, default=PEER_SYSTEMS, help="peers")
+    parser.add_argument("--systems", nargs="*", choices=SYSTEMS, default=SYSTEMS, help="beside seqsmith")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench" / "decode_speed")
     parser.add_argument("--out", type=Path, default=figures_path("decode_speed.json"))
     parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
@@ -187,6 +205,8 @@ def main() -> None:
     try:
         if not args.source.is_file():
             raise SeqsmithError(f"source file {args.source} not found: pass --source or run beside ../shared")
+        if not args.references.is_file():
+            raise SeqsmithError(f"references file {args.references} not found: pass --references")
         generator = Generator.from_pretrained(args.model_dir)
         texts = args.source.read_text(encoding="utf-8").splitlines()[: args.limit]
         sources = [generator.encode(text) for text in texts]
@@ -209,7 +229,7 @@ def main() -> None:
             "max_length_a": generator.config.max_length_a,
             "max_length_b": generator.config.max_length_b,
         }
-        if args.systems:
+        if any(name in PEER_SYSTEMS for name in args.systems):
             request["marian_dir"] = str(args.marian_dir or export(args.model_dir, work / "marian"))
             for name in [n for n in args.systems if n.startswith("ct2-")]:
                 run_system(name, {**request, "convert_only": True}, work, args.threads, args.timeout)
@@ -221,10 +241,12 @@ def main() -> None:
             outputs.update(found)
         config = generator.config
         limits = [int(config.max_length_a * (len(ids) - 1)) + config.max_length_b for ids in sources]
+        references = args.references.read_text(encoding="utf-8").splitlines()[: len(sources)]
         results = {}
         for key, row in outputs.items():
             reference = outputs[f"seqsmith/{key.split('/')[1]}"]["outputs"]
-            results[key] = figures(row, reference, limits)
+            texts = [vocab.decode(ids) for ids in row["outputs"]]
+            results[key] = figures(row, reference, limits, sacrebleu.corpus_bleu(texts, [references]).score)
     except SeqsmithError as error:
         sys.exit(f"decode_speed: error: {error}")
     report = {
@@ -233,6 +255,7 @@ def main() -> None:
             "command": invocation(),
             "model_dir": repo_path(args.model_dir),
             "source": repo_path(args.source),
+            "references": repo_path(args.references),
             "sentences": len(sources),
             "runs": args.runs,
             "latency": args.latency,

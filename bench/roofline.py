@@ -39,7 +39,13 @@ from seqsmith.hardware import native_bf16
 from seqsmith.models.model_dir import CONFIG, read_config
 
 ROOT = Path(__file__).resolve().parents[1]
-PRECISION = {"seqsmith": "fp32", "seqsmith-bf16": "bf16", "ct2-float32": "fp32", "ct2-int8": "int8"}
+PRECISION = {
+    "seqsmith": "fp32",
+    "seqsmith-bf16": "bf16",
+    "seqsmith-int8": "int8",
+    "ct2-float32": "fp32",
+    "ct2-int8": "int8",
+}
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ def test_the_frontier_is_the_upper_envelope_of_the_first_models_sampling() -> No
 
 
 def test_decode_speed_reports_batch1_latency_as_median_and_nearest_rank_p90() -> None:
-    from decode_speed import figures, latency_ms, markdown
+    from decode_speed import figures, latency_ms, markdown, ratios
 
     seconds = [0.001 * (i + 1) for i in range(20)]  # 1..20 ms, shuffled below
     shuffled = seconds[10:] + seconds[:10]
@@ -83,7 +83,7 @@ def test_decode_speed_reports_batch1_latency_as_median_and_nearest_rank_p90() ->
 
     reference = [[5, 6], [7]]
     row = {"seconds": [2.0, 1.0, 3.0], "outputs": [[5, 6], [8]], "latency_seconds": shuffled}
-    found = figures(row, reference, limits=[10, 10])
+    found = figures(row, reference, limits=[10, 10], bleu=40.123)
     assert found["seconds"] == 2.0 and found["sentences_per_s"] == 1.0
     assert found["identical_to_seqsmith"] == 0.5
     assert found["latency_ms"] == latency
@@ -108,8 +108,14 @@ def test_decode_speed_reports_batch1_latency_as_median_and_nearest_rank_p90() ->
     text = markdown(report)
     rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
     assert "Host: CPU X." in text
-    assert "| 10.5 (18.0) | 500 MB (270) |" in rows["| seqsmith"]
-    assert "| - | 700 MB (356) |" in rows["| hf"]
+    assert "| 40.12 | 10.5 (18.0) | 500 MB (270) |" in rows["| seqsmith"]
+    assert "| - | - | 700 MB (356) |" in rows["| hf"]  # no BLEU, no latency: a figures file from before them
+    int8 = {"seqsmith/beam5": found, "seqsmith-int8/beam5": {**found, "sentences_per_s": 3.0}}
+    int8["ct2-int8/beam5"] = {**found, "sentences_per_s": 2.0}
+    assert ratios(int8) == {
+        "ratio_vs_ctranslate2_int8": {"beam5": 0.5},
+        "ratio_int8_vs_ctranslate2_int8": {"beam5": 1.5},
+    }
     del report["loaded_rss_mb"]  # a figures file from before the loaded column
     rows = {line.split(" | ")[0]: line for line in markdown(report).splitlines() if line.startswith("| ")}
     assert rows["| seqsmith"].endswith("| 10.5 (18.0) | 500 MB |")
