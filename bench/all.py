@@ -59,6 +59,7 @@ STEPS = [
     ),
     Step("decode_scaling", ["--model-dir", TINY], ["--limit", "50", "--runs", "1"], {TINY: TRAIN_TINY}),
     Step("decode_step", ["--model-dir", TINY], ["--quick"], {TINY: TRAIN_TINY}),
+    Step("batch1_latency", ["--model-dir", TINY], ["--sentences", "10", "--passes", "2"], {TINY: TRAIN_TINY}),
     Step(
         "lightweight",
         quick=["--runs", "1", "--latency-sentences", "10", "--limit", "64"],

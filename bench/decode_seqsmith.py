@@ -3,7 +3,8 @@
     python bench/decode_seqsmith.py REQUEST.json RESULT.json
 
 Decodes the request's source ids with ``search_all`` (the engine under ``Generator``, with the tokenizer's
-``target_pieces`` as ``Generator`` passes them; seqsmith-int8 is ``generate.quantize: int8``) in the
+``target_pieces`` as ``Generator`` passes them; seqsmith-int8 is ``generate.quantize: int8``,
+seqsmith-int8-output ``int8_output``) in the
 request's batches, greedy or beam, ``keep_attention: false`` and length penalty "average"; writes, per beam,
 the seconds of every timed pass, the output ids of the last, and the seconds of each of the request's first
 ``latency`` sentences decoded alone, and the memory high-water mark with the model loaded, before decoding.
@@ -23,7 +24,7 @@ from measure import high_water_mb
 
 from seqsmith.generation.generator import Generator, search_all, target_pieces
 
-QUANTIZE = {"seqsmith": "none", "seqsmith-int8": "int8"}  # the systems this side runs
+QUANTIZE = {"seqsmith": "none", "seqsmith-int8": "int8", "seqsmith-int8-output": "int8_output"}
 
 
 def main() -> None:

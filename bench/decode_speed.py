@@ -13,9 +13,9 @@ tokenization is not timed. Figures: median of ``--runs`` timed passes, each syst
 (longest) batch once untimed, model loading excluded; sentences/s and output tokens/s
 (EOS included), the share of outputs identical to seqsmith's (float32), sacrebleu BLEU against
 ``--references``, and the batch-1 latency (each of the first ``--latency`` sentences decoded alone: median
-and 90th percentile). seqsmith-int8 is seqsmith with ``generate.quantize: int8``. Peers run in the hf
-virtualenv (bench/peers.py) through bench/decode_worker.py. Writes docs/benchmarks/decode_speed.json and a
-table in docs/benchmarks.md.
+and 90th percentile). seqsmith-int8 is seqsmith with ``generate.quantize: int8``, seqsmith-int8-output with
+``int8_output``. Peers run in the hf virtualenv (bench/peers.py) through bench/decode_worker.py. Writes
+docs/benchmarks/decode_speed.json and a table in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ TEST_SOURCE = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
 WORKER = ROOT / "bench" / "decode_worker.py"
 SEQSMITH_SIDE = ROOT / "bench" / "decode_seqsmith.py"
 PEER_SYSTEMS = ["hf", "ct2-float32", "ct2-int8"]
-SYSTEMS = ["seqsmith-int8", *PEER_SYSTEMS]  # beside seqsmith (float32), the reference of every comparison
+# beside seqsmith (float32), the reference of every comparison
+SYSTEMS = ["seqsmith-int8", "seqsmith-int8-output", *PEER_SYSTEMS]
 
 
 def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -690,8 +690,9 @@ class GenerateConfig(Section):
     # what runs the search: seqsmith's own (torch), or an export of `seqsmith export` (whose config.json
     # names its engine); chosen when the model is loaded, like quantize
     engine: Literal["torch", "ctranslate2", "onnx"] = "torch"
-    # int8: linear layers with int8 weights and dynamically quantized activations (CPU decoding)
-    quantize: Literal["none", "int8"] = "none"
+    # int8: linear layers with int8 weights and dynamically quantized activations (CPU decoding);
+    # int8_output: the vocabulary projection alone, what a step of one sentence waits on (docs/lightweight.md)
+    quantize: Literal["none", "int8", "int8_output"] = "none"
 
     @property
     def width(self) -> int:

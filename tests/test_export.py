@@ -104,6 +104,34 @@ def test_int8_everywhere_stays_close_to_float32(post_norm: Path, tmp_path: Path)
     assert model is not None and "DynamicQuantizedLinear" in repr(model)
 
 
+def test_int8_output_quantizes_the_vocabulary_projection_alone(post_norm: Path, tmp_path: Path) -> None:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    float_model = Generator.from_pretrained(post_norm).model
+    model = Generator.from_pretrained(post_norm, quantize="int8_output").model
+    assert model is not None and float_model is not None
+    quantized = [name for name, module in model.named_modules() if isinstance(module, DynamicLinear)]
+    assert quantized == ["output"]
+    assert (
+        sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+        == sum(isinstance(m, torch.nn.Linear) for m in float_model.modules()) - 1
+    )  # every other linear layer stays float32
+    src = torch.tensor([[5, 6, 7, 8, 3], [9, 5, 3, 0, 0]])
+    tgt_in = torch.tensor([[2, 6, 7, 5], [2, 9, 9, 9]])
+    with torch.no_grad():
+        expected = torch.log_softmax(float_model(src, src != 0, tgt_in), -1)
+        found = torch.log_softmax(model(src, src != 0, tgt_in), -1)
+    assert not torch.equal(found, expected) and torch.allclose(found, expected, atol=0.2)
+    agree = sum(
+        a[0] == b[0]
+        for a, b in zip(outputs(post_norm, quantize="int8_output", **SAME), outputs(post_norm, **SAME))
+    )
+    assert agree >= len(TEXTS) - 1
+    export = api.export(post_norm, tmp_path / "ct2", "ctranslate2")
+    with pytest.raises(SeqsmithError, match="int8_output applies to the torch engine, not to ctranslate2"):
+        Generator.from_pretrained(export, quantize="int8_output")
+
+
 def test_evaluate_and_the_cli_take_an_export(
     post_norm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

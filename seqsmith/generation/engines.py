@@ -195,7 +195,9 @@ def open_engine(directory: Path, config: GenerateConfig, weights: str | Path | N
                 f"{directory} is an export without torch weights; run it with the engine its config names"
             )
         model = load_model_dir(directory, weights).model
-        return TorchEngine(quantize_int8(model) if config.quantize == "int8" else model)
+        if config.quantize == "none":
+            return TorchEngine(model)
+        return TorchEngine(quantize_int8(model, projection_only=config.quantize == "int8_output"))
     files = directory / config.engine
     if not files.is_dir():
         raise SeqsmithError(
@@ -205,6 +207,11 @@ def open_engine(directory: Path, config: GenerateConfig, weights: str | Path | N
     if weights is not None:
         raise SeqsmithError(f"--weights picks torch weights; the {config.engine} engine reads {files}")
     tokenizers = Tokenizers.load(directory / "tokenizer")
+    if config.quantize == "int8_output":
+        raise SeqsmithError(
+            f"generate.quantize=int8_output applies to the torch engine, not to {config.engine}; set "
+            "generate.engine: torch, or quantize the whole export (docs/lightweight.md)"
+        )
     if config.engine == "ctranslate2":
         return CTranslate2Engine(files, tokenizers, config.quantize)
     if config.quantize != "none":

@@ -1,5 +1,6 @@
-"""int8 decoding on CPU: every linear layer becomes one with int8 weights (a scale per output row) whose
-input is quantized on the fly, batch by batch (PyTorch's dynamic quantization, fbgemm/oneDNN kernels).
+"""int8 decoding on CPU: every linear layer (``generate.quantize: int8``) or the vocabulary projection alone
+(``int8_output``) becomes one with int8 weights (a scale per output row) whose input is quantized on the
+fly, batch by batch (PyTorch's dynamic quantization, fbgemm/oneDNN kernels).
 
 Embeddings stay float32 (a lookup gains nothing from int8); a tied output projection gets its own int8
 copy of the embedding. ``torch.ao.quantization`` warns that it is deprecated in favour of torchao; it is
@@ -10,18 +11,41 @@ silenced here, the one place that calls it.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
 
+from seqsmith.errors import SeqsmithError
 from seqsmith.models.interface import Seq2SeqModel
 
 
-def quantize_int8(model: Seq2SeqModel) -> Seq2SeqModel:
-    """An int8 copy of ``model`` for inference (the float model is left as it is)."""
+def vocabulary_projections(model: Seq2SeqModel) -> list[str]:
+    """The names of the linear layers that give the vocabulary's scores (out_features = the output size)."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and module.out_features == model.output_size
+    ]
+
+
+def quantize_int8(model: Seq2SeqModel, projection_only: bool = False) -> Seq2SeqModel:
+    """An int8 copy of ``model`` for inference (the float model is left as it is): every linear layer, or
+    with ``projection_only`` the vocabulary projection alone. That one weight is most of what a step of a
+    few rows reads from memory (bench/decode_step.py: 40% of a batch-1 step of the Multi30k model), so
+    int8 there buys most of the batch-1 speed while the rest of the model keeps float32's numbers."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
+    spec: dict[Any, Any] = {nn.Linear: per_channel_dynamic_qconfig}
+    if projection_only:
+        names = vocabulary_projections(model)
+        if not names:
+            raise SeqsmithError(
+                f"generate.quantize=int8_output: {type(model).__name__} has no linear layer that gives the "
+                "vocabulary's scores; use generate.quantize: int8"
+            )
+        spec = dict.fromkeys(names, per_channel_dynamic_qconfig)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantized = quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        quantized = quantize_dynamic(model, spec, dtype=torch.qint8)
     return quantized.eval()
