@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_config
+from toy_model import ToyModel
 
 from seqsmith import api
 from seqsmith.cli import main
 from seqsmith.errors import SeqsmithError
 from seqsmith.generation.generator import Generator
 from seqsmith.models import export as export_module
+from seqsmith.models.quantize import quantize_int8
 
 pytest.importorskip("ctranslate2")
 pytest.importorskip("onnxruntime")
@@ -130,6 +132,8 @@ def test_int8_output_quantizes_the_vocabulary_projection_alone(post_norm: Path, 
     export = api.export(post_norm, tmp_path / "ct2", "ctranslate2")
     with pytest.raises(SeqsmithError, match="int8_output applies to the torch engine, not to ctranslate2"):
         Generator.from_pretrained(export, quantize="int8_output")
+    with pytest.raises(SeqsmithError, match="ToyModel names no linear layer that gives the vocabulary's"):
+        quantize_int8(ToyModel(), projection_only=True)  # its projection is `out`, not in vocabulary_rows
 
 
 def test_evaluate_and_the_cli_take_an_export(

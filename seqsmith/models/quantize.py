@@ -21,12 +21,12 @@ from seqsmith.models.interface import Seq2SeqModel
 
 
 def vocabulary_projections(model: Seq2SeqModel) -> list[str]:
-    """The names of the linear layers that give the vocabulary's scores (out_features = the output size)."""
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and module.out_features == model.output_size
-    ]
+    """The names of the linear layers that give the target vocabulary's scores: those whose weight rows
+    follow the target vocabulary (``Seq2SeqModel.vocabulary_rows``, which transfer learning reads too)."""
+    modules = dict(model.named_modules())
+    weights = [name for name, side in model.vocabulary_rows.items() if side == "target"]
+    names = [name.removesuffix(".weight") for name in weights if name.endswith(".weight")]
+    return [name for name in names if isinstance(modules.get(name), nn.Linear)]
 
 
 def quantize_int8(model: Seq2SeqModel, projection_only: bool = False) -> Seq2SeqModel:
@@ -41,8 +41,8 @@ def quantize_int8(model: Seq2SeqModel, projection_only: bool = False) -> Seq2Seq
         names = vocabulary_projections(model)
         if not names:
             raise SeqsmithError(
-                f"generate.quantize=int8_output: {type(model).__name__} has no linear layer that gives the "
-                "vocabulary's scores; use generate.quantize: int8"
+                f"generate.quantize=int8_output: {type(model).__name__} names no linear layer that gives the "
+                "vocabulary's scores (Seq2SeqModel.vocabulary_rows); use generate.quantize: int8"
             )
         spec = dict.fromkeys(names, per_channel_dynamic_qconfig)
     with warnings.catch_warnings():
