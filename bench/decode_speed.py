@@ -9,13 +9,14 @@ The seqsmith Transformer in ``--model-dir`` is exported once with ``seqsmith.mod
 that export. Every system decodes the same source ids (seqsmith's tokenizer, EOS included) in the same
 length-sorted batches (seqsmith's ``generate.batch_tokens`` budget divided by the beam), greedy and beam 5
 with length penalty "average" (= HF's length_penalty 1.0), on ``--threads`` threads; ids in, ids out, so
-tokenization is not timed. Figures: median of ``--runs`` timed passes, each system first decoding the first
-(longest) batch once untimed, model loading excluded; sentences/s and output tokens/s
-(EOS included), the share of outputs identical to seqsmith's (float32), sacrebleu BLEU against
-``--references``, and the batch-1 latency (each of the first ``--latency`` sentences decoded alone: median
-and 90th percentile). seqsmith-int8 is seqsmith with ``generate.quantize: int8``, seqsmith-int8-output with
-``int8_output``. Peers run in the hf virtualenv (bench/peers.py) through bench/decode_worker.py. Writes
-docs/benchmarks/decode_speed.json and a table in docs/benchmarks.md.
+tokenization is not timed. Figures: median of ``--runs`` timed passes, one a process, the systems taking turns
+pass by pass (a host whose speed drifts then moves them alike), each process first decoding the first
+(longest) batch once untimed, model loading excluded; peak memory is the highest of a system's processes;
+sentences/s and output tokens/s (EOS included), the share of outputs identical to seqsmith's (float32),
+sacrebleu BLEU against ``--references``, and the batch-1 latency (each of the first ``--latency`` sentences
+decoded alone: median and 90th percentile). seqsmith-int8 is seqsmith with ``generate.quantize: int8``,
+seqsmith-int8-output with ``int8_output``. Peers run in the hf virtualenv (bench/peers.py) through
+bench/decode_worker.py. Writes docs/benchmarks/decode_speed.json and a table in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -99,6 +100,17 @@ def run_system(
         raise SeqsmithError(f"{name} failed (exit {returncode}); rerun by hand: {' '.join(argv)}")
     results = {} if request.get("convert_only") else json.loads(result_path.read_text(encoding="utf-8"))
     return results, peak_rss_mb
+
+
+def merged_run(before: dict[str, Any] | None, row: dict[str, Any]) -> dict[str, Any]:
+    """One system's results over its turns: every turn's seconds, the last turn's outputs and latencies,
+    the lowest high-water mark with the model loaded."""
+    if before is None:
+        return row
+    merged = {**row, "seconds": before["seconds"] + row["seconds"]}
+    if "loaded_rss_mb" in row:
+        merged["loaded_rss_mb"] = min(before["loaded_rss_mb"], row["loaded_rss_mb"])
+    return merged
 
 
 def latency_ms(seconds: list[float]) -> dict[str, float] | None:
@@ -237,9 +249,14 @@ def main() -> None:
         loadavg_before = [round(x, 2) for x in os.getloadavg()]
         outputs: dict[str, Any] = {}
         peak_rss_mb: dict[str, float] = {}
-        for name in ["seqsmith", *args.systems]:
-            found, peak_rss_mb[name] = run_system(name, request, work, args.threads, args.timeout)
-            outputs.update(found)
+        for turn in range(args.runs):  # the systems take turns, so a host that drifts moves them alike
+            last = turn == args.runs - 1
+            once = {**request, "runs": 1, "latency": args.latency if last else 0}
+            for name in ["seqsmith", *args.systems]:
+                found, peak = run_system(name, once, work, args.threads, args.timeout)
+                peak_rss_mb[name] = max(peak, peak_rss_mb.get(name, 0.0))
+                for key, row in found.items():
+                    outputs[key] = merged_run(outputs.get(key), row)
         config = generator.config
         limits = [int(config.max_length_a * (len(ids) - 1)) + config.max_length_b for ids in sources]
         references = args.references.read_text(encoding="utf-8").splitlines()[: len(sources)]

@@ -73,7 +73,7 @@ def test_the_frontier_is_the_upper_envelope_of_the_first_models_sampling() -> No
 
 
 def test_decode_speed_reports_batch1_latency_as_median_and_nearest_rank_p90() -> None:
-    from decode_speed import figures, latency_ms, markdown, ratios
+    from decode_speed import figures, latency_ms, markdown, merged_run, ratios
 
     seconds = [0.001 * (i + 1) for i in range(20)]  # 1..20 ms, shuffled below
     shuffled = seconds[10:] + seconds[:10]
@@ -115,6 +115,14 @@ def test_decode_speed_reports_batch1_latency_as_median_and_nearest_rank_p90() ->
     assert ratios(int8) == {
         "ratio_vs_ctranslate2_int8": {"beam5": 0.5},
         "ratio_int8_vs_ctranslate2_int8": {"beam5": 1.5},
+    }
+    first = {"seconds": [2.0], "outputs": [[5]], "latency_seconds": [], "loaded_rss_mb": 280.0}
+    second = {"seconds": [1.0], "outputs": [[6]], "latency_seconds": [0.1], "loaded_rss_mb": 270.0}
+    assert merged_run(merged_run(None, first), second) == {
+        "seconds": [2.0, 1.0],  # every turn's pass
+        "outputs": [[6]],  # the last turn's outputs and latencies
+        "latency_seconds": [0.1],
+        "loaded_rss_mb": 270.0,
     }
     del report["loaded_rss_mb"]  # a figures file from before the loaded column
     rows = {line.split(" | ")[0]: line for line in markdown(report).splitlines() if line.startswith("| ")}
