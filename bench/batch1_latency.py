@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from measure import machine, repo_path
+from measure import MULTI30K_TEST, machine, repo_path
 from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
+from seqsmith.errors import SeqsmithError
+from seqsmith.fileio import read_lines
 from seqsmith.generation.generator import Generator, search_all, target_pieces
 
-ROOT = Path(__file__).resolve().parents[1]
-TEST_SOURCE = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
 SETTINGS = ("none", "int8_output", "int8")
 
 
@@ -80,17 +80,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model-dir", type=Path, required=True, help="a trained seqsmith model")
-    parser.add_argument("--source", type=Path, default=TEST_SOURCE, help="one source sentence a line")
+    parser.add_argument("--source", type=Path, default=MULTI30K_TEST, help="one source sentence a line")
     parser.add_argument("--sentences", type=int, default=40)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--out", type=Path, default=figures_path("batch1_latency.json"))
     parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD)
     args = parser.parse_args()
-    if not args.source.is_file():
-        parser.error(f"source file {args.source} not found: pass --source or run beside ../shared")
+    try:
+        texts = read_lines(args.source, "--source file")[: args.sentences]
+    except SeqsmithError as error:
+        parser.error(str(error))
     loadavg = list(os.getloadavg())
     generators = {name: Generator.from_pretrained(args.model_dir, quantize=name) for name in SETTINGS}
-    texts = args.source.read_text(encoding="utf-8").splitlines()[: args.sentences]
     sources = [generators["none"].encode(text) for text in texts]
     rows = []
     for threads in (1, 2):

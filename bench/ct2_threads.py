@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure import machine, repo_path
+from measure import MULTI30K_TEST, machine, repo_path
 from tables import BENCHMARKS_MD, figures_path, invocation, write_section
 
 from seqsmith.fileio import atomic_write_text
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument(
         "--export", type=Path, default=ROOT / "runs" / "bench" / "lightweight" / "ctranslate2-int8"
     )
-    parser.add_argument("--source", type=Path, default=ROOT.parent / "shared/data/multi30k/test2016.en")
+    parser.add_argument("--source", type=Path, default=MULTI30K_TEST)
     parser.add_argument("--limit", type=int, default=320)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=figures_path("ct2_threads.json"))

@@ -32,18 +32,17 @@ from pathlib import Path
 from typing import Any
 
 import sacrebleu
-from measure import machine, repo_path, run_measured
+from measure import MULTI30K_TEST, machine, repo_path, run_measured
 from peers import ensure
 from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
 from seqsmith.errors import SeqsmithError
-from seqsmith.fileio import atomic_write_text
+from seqsmith.fileio import atomic_write_text, read_lines
 from seqsmith.generation.generator import Generator
 from seqsmith.generation.search import length_batches
 from seqsmith.specials import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_SOURCE = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
 WORKER = ROOT / "bench" / "decode_worker.py"
 SEQSMITH_SIDE = ROOT / "bench" / "decode_seqsmith.py"
 PEER_SYSTEMS = ["hf", "ct2-float32", "ct2-int8"]
@@ -197,9 +196,9 @@ def main() -> None:
     )
     parser.add_argument("--model-dir", type=Path, required=True, help="a trained seqsmith Transformer")
     parser.add_argument("--marian-dir", type=Path, help="an existing export of --model-dir (default: export)")
-    parser.add_argument("--source", type=Path, default=TEST_SOURCE, help="one source sentence a line")
+    parser.add_argument("--source", type=Path, default=MULTI30K_TEST, help="one source sentence a line")
     parser.add_argument(
-        "--references", type=Path, default=TEST_SOURCE.with_suffix(".de"), help="one reference a line"
+        "--references", type=Path, default=MULTI30K_TEST.with_suffix(".de"), help="one reference a line"
     )
     parser.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     parser.add_argument("--runs", type=int, default=5)
@@ -216,12 +215,9 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work.resolve()
     try:
-        if not args.source.is_file():
-            raise SeqsmithError(f"source file {args.source} not found: pass --source or run beside ../shared")
-        if not args.references.is_file():
-            raise SeqsmithError(f"references file {args.references} not found: pass --references")
+        texts = read_lines(args.source, "--source file")[: args.limit]
+        references = read_lines(args.references, "--references file")[: len(texts)]
         generator = Generator.from_pretrained(args.model_dir)
-        texts = args.source.read_text(encoding="utf-8").splitlines()[: args.limit]
         sources = [generator.encode(text) for text in texts]
         budget = generator.config.batch_tokens
         vocab = generator.tokenizers.target
@@ -259,7 +255,6 @@ def main() -> None:
                     outputs[key] = merged_run(outputs.get(key), row)
         config = generator.config
         limits = [int(config.max_length_a * (len(ids) - 1)) + config.max_length_b for ids in sources]
-        references = args.references.read_text(encoding="utf-8").splitlines()[: len(sources)]
         results = {}
         for key, row in outputs.items():
             reference = outputs[f"seqsmith/{key.split('/')[1]}"]["outputs"]

@@ -24,6 +24,9 @@ from seqsmith.errors import SeqsmithError
 from seqsmith.fileio import read_lines
 from seqsmith.hardware import cpu_name
 
+# test2016's English side: the decoding benchmarks' default input (../shared beside the checkout)
+MULTI30K_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k" / "test2016.en"
+
 
 def high_water_mb(pid: int) -> float | None:
     try:

@@ -33,10 +33,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
-from measure import machine, repo_path  # noqa: E402
+from measure import MULTI30K_TEST, machine, repo_path  # noqa: E402
 from tables import BENCHMARKS_MD, figures_path, invocation, write_section  # noqa: E402
 
-SENTENCES = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
 CLIENT_TIMEOUT = 60.0
 MAX_REQUESTS_PER_LEVEL = 400_000
 
@@ -284,7 +283,7 @@ async def metrics_text(port: int) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    texts = [line for line in SENTENCES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [line for line in MULTI30K_TEST.read_text(encoding="utf-8").splitlines() if line.strip()]
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"levels": []}

@@ -25,13 +25,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from measure import machine
+from measure import MULTI30K_TEST, machine
 from tables import BENCHMARKS_MD, figures_path, invocation, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "multi30k_en_de_tiny.yaml"
 MODEL = ROOT / "runs" / "multi30k_en_de_tiny" / "model"
-SOURCE = ROOT.parent / "shared" / "data" / "multi30k" / "test2016.en"
 POLICIES = {"unset": None, "PASSIVE": "PASSIVE"}
 DECODE = """
 import json, sys, time
@@ -73,7 +72,7 @@ def train_rate(policy: str | None, steps: int, threads: int) -> float:
 
 def decode_rates(policy: str | None, sentences: int, threads: int) -> dict[str, float]:
     code = f"import torch; torch.set_num_threads({threads})\n" + DECODE
-    argv = [sys.executable, "-c", code, str(MODEL), str(SOURCE), str(sentences)]
+    argv = [sys.executable, "-c", code, str(MODEL), str(MULTI30K_TEST), str(sentences)]
     done = subprocess.run(argv, cwd=ROOT, env=environment(policy), check=True, capture_output=True)
     rates: dict[str, float] = json.loads(done.stdout.decode().strip().splitlines()[-1])
     return rates
