@@ -176,11 +176,20 @@ def test_length_and_repeated_trigrams_hand_computed() -> None:
 
 
 def test_unigram_f1_hand_computed() -> None:
-    hyps = ["The cat sat", "a a b"]
-    refs = [["the cat ran", "x"], ["zzz", "a b b"]]  # 1: 2 of 3 words each way; 2: best is the second set
-    # line 1: p = r = 2/3 -> 2/3; line 2 against "a b b": common a, b = 2; p = r = 2/3 -> 2/3
-    assert corpus_scores(hyps, refs, ["f1"], "none")["f1"]["score"] == pytest.approx(100 * 2 / 3)
+    hyps = ["Cat sat down", "c c b"]
+    refs = [["the cat sat", "x"], ["zzz", "c b b"]]  # 1: cat sat of 3 words / of 2; 2: the second set
+    # line 1: p 2/3, r 1 -> 0.8; line 2 against "c b b": common c, b = 2; p = r = 2/3 -> 2/3
+    assert corpus_scores(hyps, refs, ["f1"], "none")["f1"]["score"] == pytest.approx(100 * (0.8 + 2 / 3) / 2)
     assert corpus_scores(["q"], [["r"]], ["f1"], "none")["f1"]["score"] == 0.0
+
+
+def test_unigram_f1_counts_content_words_only() -> None:
+    """Punctuation and articles are not content: a generic reply must not score by its full stop."""
+    hyps = ["It's a good movie.", "The cat sat!", "..."]
+    refs = [["the movie is great .", "a dog ?", "a cat ?"]]
+    # 1: it's good movie / movie is great -> 1 common, p 1/3 r 1/3; 2: cat sat / dog -> 0; 3: no words -> 0
+    assert corpus_scores(hyps, refs, ["f1"], "13a")["f1"]["score"] == pytest.approx(100 * (1 / 3) / 3)
+    assert corpus_scores(["Ein Hund."], [["der Hund"]], ["f1"], "13a")["f1"]["score"] == pytest.approx(50.0)
 
 
 def test_distinct_n_hand_computed() -> None:

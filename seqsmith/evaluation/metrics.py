@@ -55,6 +55,7 @@ _CJK = re.compile(
     "\U00020000-\U0002fa1f])"
 )
 _WORD = re.compile(r"[^\W_]+")
+_ARTICLES = frozenset({"a", "an", "the"})
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
 
 
@@ -196,12 +197,19 @@ def mean_length(lines: Sequence[str], tokenize: str = "13a", lowercase: bool = F
     return sum(len(split(line)) for line in lines) / len(lines) if lines else 0.0
 
 
+def content_words(tokenize: str) -> Callable[[str], list[str]]:
+    """A line's lowercased words without punctuation and English articles, as grounded-dialogue F1 normalizes
+    them (Dinan et al., 2019): "It's a good movie." and "the movie is good!" share "movie" and "good"."""
+    split = bleu_tokens(tokenize, True)
+    return lambda line: [word for word in split(line) if _WORD.search(word) and word not in _ARTICLES]
+
+
 def unigram_f1(
     hypotheses: Sequence[str], references: Sequence[Sequence[str]], tokenize: str = "13a"
 ) -> float:
-    """Mean over lines of the best F1 of a line's words against one of its references (case-insensitive,
-    counting repeats), x100: how grounded-dialogue papers score a response's content."""
-    split = bleu_tokens(tokenize, True)
+    """Mean over lines of the best F1 of a line's content words against one of its references (counting
+    repeats), x100: how grounded-dialogue papers score a response's content."""
+    split = content_words(tokenize)
     total = 0.0
     for index, hypothesis in enumerate(hypotheses):
         words = Counter(split(hypothesis))
@@ -320,7 +328,9 @@ def corpus_scores(
             scores[name]["signature"] = f"tokens a line|ratio: to the first references|tok:{bleu_tokenize}"
         elif name == "f1":
             scores[name] = {"score": unigram_f1(hyps, refs, bleu_tokenize)}
-            scores[name]["signature"] = f"unigram F1|best reference|case:lc|tok:{bleu_tokenize}"
+            scores[name]["signature"] = (
+                f"unigram F1|best reference|case:lc|tok:{bleu_tokenize}|no punctuation, articles"
+            )
         elif name == "rep3":
             scores[name] = {"score": repeated_trigrams(hyps, bleu_tokenize, lowercase)}
             scores[name]["signature"] = f"percent repeated trigrams a line|case:{case}|tok:{bleu_tokenize}"
